@@ -1,0 +1,312 @@
+# ChatBase: async_chat's input scanner and output queue.
+#
+# Input lives in a bytearray with a start offset; consumed bytes are dropped
+# by moving the offset and compacting only when most of the buffer is dead,
+# so scanning is linear in the bytes read (3.11 re-copies the rest of the
+# buffer for every terminator found). Terminators are found with memchr /
+# memmem. Output keeps a partly sent item as a memoryview slice instead of
+# re-copying its remainder after every send.
+
+cdef object _deque_append = collections.deque.append
+cdef object _deque_appendleft = collections.deque.appendleft
+cdef object _deque_popleft = collections.deque.popleft
+cdef object _deque_setitem = collections.deque.__setitem__
+
+
+cdef Py_ssize_t find_bytes(const char *hay, Py_ssize_t hay_len,
+                           const char *needle, Py_ssize_t needle_len) noexcept:
+    cdef const char *hit
+    if needle_len == 1:
+        hit = <const char *>memchr(hay, needle[0], hay_len)
+    else:
+        hit = <const char *>memmem(hay, hay_len, needle, needle_len)
+    return -1 if hit == NULL else hit - hay
+
+
+cdef Py_ssize_t prefix_at_end(const char *hay, Py_ssize_t hay_len,
+                              const char *needle, Py_ssize_t needle_len) noexcept:
+    """Length of the longest proper prefix of needle that ends hay."""
+    cdef Py_ssize_t n = needle_len - 1
+    if n > hay_len:
+        n = hay_len
+    while n > 0:
+        if memcmp(hay + hay_len - n, needle, n) == 0:
+            return n
+        n -= 1
+    return 0
+
+
+def find_prefix_at_end(haystack, needle):
+    cdef Py_ssize_t n = len(needle) - 1
+    while n and not haystack.endswith(needle[:n]):
+        n -= 1
+    return n
+
+
+cdef class ChatBase(DispatcherBase):
+    cdef bytearray _inbuf
+    cdef Py_ssize_t _inpos
+    cdef object _fifo
+    cdef bint _fifo_tracked
+
+    def __cinit__(self, *args, **kwargs):
+        self._inbuf = bytearray()
+        self._inpos = 0
+
+    # -- input -------------------------------------------------------------
+
+    @property
+    def ac_in_buffer(self):
+        return bytes(self._inbuf[self._inpos:])
+
+    @ac_in_buffer.setter
+    def ac_in_buffer(self, value):
+        self._inbuf = bytearray(value)
+        self._inpos = 0
+
+    def _collect_incoming_data(self, data):
+        self.incoming.append(data)
+
+    def _get_data(self):
+        incoming = self.incoming
+        data = b"".join(incoming)
+        del incoming[:]
+        return data
+
+    def set_terminator(self, term):
+        """Set the input delimiter: bytes of any length, a byte count, or None."""
+        if isinstance(term, str):
+            if not self.use_encoding:
+                raise TypeError(
+                    "terminator must be bytes, an int or None, not str "
+                    "(set use_encoding to pass str)")
+            term = bytes(term, self.encoding)
+        elif isinstance(term, int):
+            if term < 0:
+                raise ValueError("the number of received bytes must be positive")
+        elif term is not None and not isinstance(term, (bytes, bytearray, memoryview)):
+            raise TypeError(
+                "terminator must be bytes, an int or None, not %s" % type(term).__name__)
+        self.terminator = term
+
+    def get_terminator(self):
+        return self.terminator
+
+    def handle_read(self):
+        self.chat_read()
+
+    cdef int chat_read(self) except -1:
+        try:
+            data = self.recv(self.ac_in_buffer_size)
+        except BlockingIOError:
+            return 0
+        except OSError:
+            self.handle_error()
+            return 0
+        if isinstance(data, str) and self.use_encoding:
+            data = bytes(data, self.encoding)
+        self.append_input(data)
+        self.scan_input()
+        return 0
+
+    cdef int append_input(self, data) except -1:
+        cdef bytearray buf = self._inbuf
+        cdef Py_ssize_t pos = self._inpos
+        if pos and pos * 2 >= len(buf):
+            del buf[:pos]
+            self._inpos = 0
+        buf += data
+        return 0
+
+    cdef int consume(self, Py_ssize_t n) except -1:
+        """Drop the first n unread bytes of the buffer as it is now."""
+        cdef Py_ssize_t pos = self._inpos + n
+        if pos >= len(self._inbuf):
+            del self._inbuf[:]
+            self._inpos = 0
+        else:
+            self._inpos = pos
+        return 0
+
+    cdef object take(self, Py_ssize_t n):
+        """The first n unread bytes, as bytes (the buffer is not changed)."""
+        cdef bytearray buf = self._inbuf
+        return PyBytes_FromStringAndSize(PyByteArray_AS_STRING(buf) + self._inpos, n)
+
+    cdef int scan_input(self) except -1:
+        cdef Py_ssize_t available, index, tlen
+        cdef const char *start
+        cdef bytearray buf
+        cdef bytes needle
+        cdef bint own_get_terminator = type(self).get_terminator is _chat_get_terminator
+        while True:
+            available = len(self._inbuf) - self._inpos
+            if available <= 0:
+                return 0
+            # found_terminator() may change the terminator or the buffer:
+            # both are read afresh for every step.
+            terminator = self.terminator if own_get_terminator else self.get_terminator()
+            if not terminator:
+                self.collect_incoming_data(self.take(available))
+                self.ac_in_buffer = b""
+            elif isinstance(terminator, int):
+                index = terminator
+                if available < index:
+                    self.collect_incoming_data(self.take(available))
+                    self.ac_in_buffer = b""
+                    self.terminator = self.terminator - available
+                else:
+                    self.collect_incoming_data(self.take(index))
+                    self.consume(index)
+                    self.terminator = 0
+                    self.found_terminator()
+            else:
+                if isinstance(terminator, bytes):
+                    needle = terminator
+                else:
+                    needle = bytes(terminator)
+                tlen = len(needle)
+                buf = self._inbuf
+                start = PyByteArray_AS_STRING(buf)
+                start += self._inpos
+                index = find_bytes(start, available, needle, tlen)
+                if index != -1:
+                    if index > 0:
+                        self.collect_incoming_data(self.take(index))
+                    self.consume(index + tlen)
+                    self.found_terminator()
+                else:
+                    index = prefix_at_end(start, available, needle, tlen)
+                    if index:
+                        if index != available:
+                            self.collect_incoming_data(self.take(available - index))
+                            self.consume(available - index)
+                        return 0
+                    self.collect_incoming_data(self.take(available))
+                    self.ac_in_buffer = b""
+
+    # -- output ------------------------------------------------------------
+
+    @property
+    def producer_fifo(self):
+        return self._fifo
+
+    @producer_fifo.setter
+    def producer_fifo(self, value):
+        self._fifo = value
+        self._fifo_tracked = (
+            isinstance(value, ProducerFifo) and value._owner_ref is not None
+            and value._owner_ref() is self)
+        self.mark_dirty()
+
+    cdef bint has_output(self) except -1:
+        if self._fifo_tracked:
+            return len(<object>self._fifo) > 0
+        return bool(self._fifo)
+
+    cdef int fifo_append(self, item) except -1:
+        cdef object fifo = self._fifo
+        if not self._fifo_tracked:
+            fifo.append(item)
+            return 0
+        _deque_append(fifo, item)
+        if len(fifo) == 1:
+            self.mark_dirty()
+        return 0
+
+    cdef int fifo_popleft(self) except -1:
+        cdef object fifo = self._fifo
+        if not self._fifo_tracked:
+            del fifo[0]
+            return 0
+        _deque_popleft(fifo)
+        if not fifo:
+            self.mark_dirty()
+        return 0
+
+    def handle_write(self):
+        self.initiate_send()
+
+    def push(self, data):
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError("data argument must be byte-ish (%r)", type(data))
+        cdef Py_ssize_t size = self.ac_out_buffer_size
+        cdef Py_ssize_t n = len(data)
+        cdef Py_ssize_t i
+        if n > size:
+            for i in range(0, n, size):
+                self.fifo_append(data[i:i + size])
+        else:
+            self.fifo_append(data)
+        self.initiate_send()
+
+    def push_with_producer(self, producer):
+        self.fifo_append(producer)
+        self.initiate_send()
+
+    def readable(self):
+        return 1
+
+    def writable(self):
+        return self._fifo or (not self._connected)
+
+    def close_when_done(self):
+        self.fifo_append(None)
+
+    def initiate_send(self):
+        self.send_some()
+
+    cdef int send_some(self) except -1:
+        cdef Py_ssize_t num_sent, obs
+        cdef bint plain_send = type(self).send is _dispatcher_send
+        while self._fifo and self._is_connected:
+            fifo = self._fifo
+            first = fifo[0]
+            if not first:
+                self.fifo_popleft()
+                if first is None:
+                    self.close_once()
+                    return 0
+            obs = self.ac_out_buffer_size
+            try:
+                data = first[:obs]
+            except TypeError:
+                # A producer.
+                data = first.more()
+                if data:
+                    if self._fifo_tracked:
+                        _deque_appendleft(fifo, data)
+                    else:
+                        fifo.appendleft(data)
+                else:
+                    self.fifo_popleft()
+                continue
+            if isinstance(data, str) and self.use_encoding:
+                data = bytes(data, self.encoding)
+            elif not plain_send and type(data) is memoryview:
+                data = bytes(data)
+            try:
+                num_sent = self.send(data)
+            except OSError:
+                self.handle_error()
+                return 0
+            if num_sent:
+                if num_sent < len(data) or obs < len(first):
+                    if type(first) is bytes:
+                        rest = memoryview(first)[num_sent:]
+                    else:
+                        rest = first[num_sent:]
+                    if self._fifo_tracked:
+                        _deque_setitem(fifo, 0, rest)
+                    else:
+                        fifo[0] = rest
+                else:
+                    self.fifo_popleft()
+            return 0
+        return 0
+
+    def discard_buffers(self):
+        self.ac_in_buffer = b""
+        del self.incoming[:]
+        self._fifo.clear()
+

@@ -1,0 +1,83 @@
+# cython: language_level=3
+"""fastcore's core, compiled: pollers, registries, dispatch, and the hot
+halves of dispatcher, dispatcher_with_send and async_chat.
+
+One compilation unit (as uvloop's loop.pyx): the parts below are included.
+fastcore/_core_py/ is the pure-Python twin of the same design.
+"""
+
+import collections
+import os
+import sys
+
+from cpython.bytearray cimport PyByteArray_AS_STRING
+from cpython.bytes cimport PyBytes_FromStringAndSize
+from cpython.exc cimport PyErr_CheckSignals
+from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
+from libc.errno cimport EBADF, EEXIST, EINTR, ENOENT, ENOTCONN, EPERM
+from libc.stdint cimport uint64_t
+from libc.string cimport memchr, memcmp
+
+from system cimport (
+    FC_ERR, FC_HAVE_EPOLL, FC_HAVE_KQUEUE, FC_HUP, FC_IN, FC_NO_VERSION, FC_NVAL,
+    FC_OUT, FC_PRI, FC_EPOLL_ADD, FC_EPOLL_DEL, FC_EPOLL_MOD, close, errno,
+    fc_dict_version, fc_epoll_create, fc_epoll_ctl, fc_epoll_wait, fc_event,
+    fc_fd_setsize, fc_kqueue_create, fc_kqueue_set, fc_kqueue_wait, fc_monotonic,
+    fc_poll_wait, fc_select_wait, pollfd,
+)
+from posix.fcntl cimport F_GETFD, fcntl
+
+from errno import EWOULDBLOCK
+from socket import SO_ERROR, SOL_SOCKET
+
+from fastcore._common import (
+    _DISCONNECTED,
+    POLLERR,
+    POLLHUP,
+    POLLIN,
+    POLLNVAL,
+    POLLOUT,
+    POLLPRI,
+    ProducerFifo,
+    _reraised_exceptions,
+    _strerror,
+    check_backend,
+    compact_traceback,
+)
+
+
+cdef extern from "string.h" nogil:
+    void *memmem(const void *haystack, size_t haystacklen,
+                 const void *needle, size_t needlelen)
+
+
+# The core's own readable()/writable() and event handlers: an object whose
+# class still uses these is tracked in C instead of asked every iteration
+# (assigned once the classes exist, below).
+cdef object _base_readable, _base_writable, _with_send_writable
+cdef object _chat_readable, _chat_writable, _chat_get_terminator
+cdef object _base_handle_read_event, _base_handle_write_event, _dispatcher_send
+
+# Forward declarations: the parts refer to each other.
+cdef class Registry
+cdef class DispatcherBase
+cdef class WithSendBase
+cdef class ChatBase
+
+include "pollers.pxi"
+include "registry.pxi"
+include "dispatcher.pxi"
+include "chat.pxi"
+include "dispatch.pxi"
+
+
+
+_base_readable = DispatcherBase.readable
+_base_writable = DispatcherBase.writable
+_with_send_writable = WithSendBase.writable
+_chat_readable = ChatBase.readable
+_chat_writable = ChatBase.writable
+_chat_get_terminator = ChatBase.get_terminator
+_base_handle_read_event = DispatcherBase.handle_read_event
+_base_handle_write_event = DispatcherBase.handle_write_event
+_dispatcher_send = DispatcherBase.send

@@ -1,0 +1,319 @@
+# One iteration of the loop: prepare the registry, wait, dispatch.
+#
+# Events are snapshot as (entry, flags) before any handler runs. Before each
+# handler call the entry's object must still own its fd in the map (an fd
+# closed and reused during the iteration belongs to somebody else: bpo-30931)
+# and must not have had its close handled in this iteration (bpo-13372).
+
+cdef object _default_map_source = None
+
+
+def set_default_map_source(namespace):
+    """map=None means ``namespace.socket_map``, read at every call."""
+    global _default_map_source
+    _default_map_source = namespace
+
+
+cdef inline object resolve_map(object map):
+    if map is None:
+        return _default_map_source.socket_map
+    return map
+
+
+cdef int timeout_ms(object timeout) except? -2:
+    cdef double t
+    if timeout is None:
+        return -1
+    t = timeout
+    if t <= 0.0:
+        return 0
+    if t >= 2147483.0:
+        return 2147483647
+    # Round up: waking early only to sleep again wastes an iteration.
+    return <int>(t * 1000.0 + 0.999)
+
+
+cdef int call_handle_error(object obj) except -1:
+    """obj.handle_error() for the exception being handled; if handle_error
+    itself fails, report that and close obj by force: the loop goes on."""
+    try:
+        obj.handle_error()
+    except _reraised_exceptions:
+        raise
+    except BaseException:
+        force_close(obj)
+    return 0
+
+
+cdef int force_close(object obj) except -1:
+    nil, t, v, tbinfo = compact_traceback()
+    try:
+        label = repr(obj)
+    except BaseException:
+        label = "<object at %#x>" % id(obj)
+    sys.stderr.write(
+        "error: handle_error of %s failed, closing it (%s:%s %s)\n" % (label, t, v, tbinfo))
+    try:
+        obj.close()
+    except _reraised_exceptions:
+        raise
+    except BaseException:
+        # Not even close() works: at least stop polling it.
+        for map in (getattr(obj, "_map", None), _default_map_source.socket_map):
+            if map is not None:
+                for fd, other in list(map.items()):
+                    if other is obj:
+                        del map[fd]
+    return 0
+
+
+cdef int call_close_once(object obj) except -1:
+    try:
+        if isinstance(obj, DispatcherBase):
+            (<DispatcherBase>obj).close_once()
+        else:
+            obj.handle_close()
+    except _reraised_exceptions:
+        raise
+    except BaseException:
+        call_handle_error(obj)
+    return 0
+
+
+cdef inline bint still_owns(object map, Entry entry):
+    """True if the entry's object may still receive events this iteration."""
+    cdef object obj = entry.obj
+    if entry.removed or entry.broken:
+        return False
+    if map.get(entry.fd) is not obj:
+        return False
+    if isinstance(obj, DispatcherBase):
+        if (<DispatcherBase>obj)._close_handled and \
+                (<DispatcherBase>obj)._close_iteration == _iteration:
+            return False
+    return True
+
+
+cdef inline int do_read(object obj) except -1:
+    if isinstance(obj, DispatcherBase) and \
+            type(obj).handle_read_event is _base_handle_read_event:
+        (<DispatcherBase>obj).read_event()
+    else:
+        obj.handle_read_event()
+    return 0
+
+
+cdef inline int do_write(object obj) except -1:
+    if isinstance(obj, DispatcherBase) and \
+            type(obj).handle_write_event is _base_handle_write_event:
+        (<DispatcherBase>obj).write_event()
+    else:
+        obj.handle_write_event()
+    return 0
+
+
+cdef int run_read(object obj) except -1:
+    try:
+        do_read(obj)
+    except _reraised_exceptions:
+        raise
+    except BaseException:
+        call_handle_error(obj)
+    return 0
+
+
+cdef int run_write(object obj) except -1:
+    try:
+        do_write(obj)
+    except _reraised_exceptions:
+        raise
+    except BaseException:
+        call_handle_error(obj)
+    return 0
+
+
+cdef int run_expt(object obj) except -1:
+    try:
+        obj.handle_expt_event()
+    except _reraised_exceptions:
+        raise
+    except BaseException:
+        call_handle_error(obj)
+    return 0
+
+
+cdef int run_readwrite(object map, Entry entry, int flags) except -1:
+    """poll2-style delivery of one event."""
+    obj = entry.obj
+    try:
+        if flags & FC_IN:
+            do_read(obj)
+        if flags & FC_OUT and still_owns(map, entry):
+            do_write(obj)
+        if flags & FC_PRI and entry.mask & FC_IN and still_owns(map, entry):
+            obj.handle_expt_event()
+        # With data still to read, the read drains it and its b"" closes.
+        if flags & (FC_HUP | FC_ERR | FC_NVAL) and not flags & FC_IN \
+                and still_owns(map, entry):
+            call_close_once(obj)
+    except OSError as err:
+        if err.errno in _DISCONNECTED:
+            call_close_once(obj)
+        else:
+            call_handle_error(obj)
+    except _reraised_exceptions:
+        raise
+    except BaseException:
+        call_handle_error(obj)
+    return 0
+
+
+cdef int poll_once(object timeout, object map, int style, object backend) except -1:
+    global _iteration
+    cdef Registry reg
+    cdef Entry entry
+    cdef Poller poller
+    cdef int n, i, flags, ms
+    cdef list ready
+    if not map:
+        return 0
+    reg = registry_for(map, backend)
+    _iteration += 1
+    reg.prepare(style)
+    ms = 0 if reg.always else timeout_ms(timeout)
+    poller = reg.poller
+    n = poller.wait(ms)
+
+    # Snapshot before any handler runs.
+    ready = []
+    entries = reg.entries
+    for i in range(n):
+        entry = entries.get(poller.events[i].fd)
+        flags = poller.events[i].flags
+        if entry is None or entry.mask == 0 or entry.removed:
+            # Registered in the kernel but not here: a dup of a closed socket
+            # keeps a stale registration alive. Start afresh next time.
+            reg.needs_rebuild = True
+            continue
+        ready.append((entry, flags))
+    for e in reg.always.values():
+        entry = <Entry>e
+        ready.append((entry, entry.mask & (FC_IN | FC_OUT)))
+
+    # A dispatcher whose close was handled earlier and is still in the map
+    # gets no more HUP/ERR: stop polling it rather than spin.
+    for item in ready:
+        entry = <Entry>item[0]
+        flags = item[1]
+        if flags & (FC_HUP | FC_ERR | FC_NVAL) and isinstance(entry.obj, DispatcherBase) \
+                and (<DispatcherBase>entry.obj)._close_handled \
+                and (<DispatcherBase>entry.obj)._close_iteration != _iteration:
+            reg.set_interest(entry, 0)
+            entry.broken = True
+
+    if style == STYLE_POLL:
+        for item in ready:
+            entry = <Entry>item[0]
+            if still_owns(map, entry):
+                run_readwrite(map, entry, item[1])
+    else:
+        # select() order: every read, then every write, then every expt.
+        for item in ready:
+            entry = <Entry>item[0]
+            flags = item[1]
+            if entry.mask & FC_IN and flags & (FC_IN | FC_HUP | FC_ERR | FC_NVAL) \
+                    and still_owns(map, entry):
+                run_read(entry.obj)
+        for item in ready:
+            entry = <Entry>item[0]
+            flags = item[1]
+            if entry.mask & FC_OUT and (flags & (FC_OUT | FC_ERR) or (
+                    flags & (FC_HUP | FC_NVAL) and not entry.mask & FC_IN)) \
+                    and still_owns(map, entry):
+                run_write(entry.obj)
+        for item in ready:
+            entry = <Entry>item[0]
+            if item[1] & FC_PRI and still_owns(map, entry):
+                run_expt(entry.obj)
+
+    # Whatever a handler did, these get their interest looked at again.
+    for item in ready:
+        obj = (<Entry>item[0]).obj
+        if isinstance(obj, DispatcherBase):
+            (<DispatcherBase>obj).mark_dirty()
+    return 0
+
+
+def poll(timeout=0.0, map=None, backend=None):
+    """One iteration with select()-style dispatch (all reads, writes, expts)."""
+    poll_once(timeout, resolve_map(map), STYLE_SELECT, check_backend(backend))
+
+
+def poll2(timeout=0.0, map=None, backend=None):
+    """One iteration with poll()-style dispatch (each fd's events together)."""
+    poll_once(timeout, resolve_map(map), STYLE_POLL, check_backend(backend))
+
+
+def loop(timeout=30.0, use_poll=False, map=None, count=None, backend="auto"):
+    map = resolve_map(map)
+    cdef int style = STYLE_POLL if use_poll else STYLE_SELECT
+    backend = check_backend(backend)
+    if count is None:
+        while map:
+            poll_once(timeout, map, style, backend)
+    else:
+        while map and count > 0:
+            poll_once(timeout, map, style, backend)
+            count = count - 1
+    if not map:
+        release_map(map)
+
+
+# The module-level helpers keep 3.11's behaviour for direct calls.
+
+def read(obj):
+    try:
+        obj.handle_read_event()
+    except _reraised_exceptions:
+        raise
+    except BaseException:
+        obj.handle_error()
+
+
+def write(obj):
+    try:
+        obj.handle_write_event()
+    except _reraised_exceptions:
+        raise
+    except BaseException:
+        obj.handle_error()
+
+
+def _exception(obj):
+    try:
+        obj.handle_expt_event()
+    except _reraised_exceptions:
+        raise
+    except BaseException:
+        obj.handle_error()
+
+
+def readwrite(obj, flags):
+    try:
+        if flags & POLLIN:
+            obj.handle_read_event()
+        if flags & POLLOUT:
+            obj.handle_write_event()
+        if flags & POLLPRI:
+            obj.handle_expt_event()
+        if flags & (POLLHUP | POLLERR | POLLNVAL):
+            obj.handle_close()
+    except OSError as e:
+        if e.errno not in _DISCONNECTED:
+            obj.handle_error()
+        else:
+            obj.handle_close()
+    except _reraised_exceptions:
+        raise
+    except BaseException:
+        obj.handle_error()

@@ -1,0 +1,218 @@
+# DispatcherBase and WithSendBase: the hot half of asyncore.dispatcher and
+# dispatcher_with_send. The facade (fastcore/asyncore.py) adds the rest.
+#
+# connected/accepting/out_buffer live in C fields behind properties: setting
+# one queues the dispatcher for an interest recompute, so the loop never has
+# to call readable()/writable() of these classes.
+
+
+cdef class DispatcherBase:
+    cdef dict __dict__
+    cdef object __weakref__
+    cdef object _connected
+    cdef object _accepting
+    cdef bint _is_connected
+    cdef bint _is_accepting
+    cdef bint _dirty
+    cdef bint _close_handled
+    cdef unsigned long _close_iteration
+    cdef list _entries     # the registries' entries for this dispatcher
+
+    def __cinit__(self, *args, **kwargs):
+        self._connected = False
+        self._accepting = False
+        defaults = getattr(type(self), "_fc_defaults", None)
+        if defaults:
+            for name, value in defaults.items():
+                setattr(self, name, value)
+
+    @property
+    def connected(self):
+        return self._connected
+
+    @connected.setter
+    def connected(self, value):
+        self._connected = value
+        self._is_connected = bool(value)
+        self._mark_dirty()
+
+    @property
+    def accepting(self):
+        return self._accepting
+
+    @accepting.setter
+    def accepting(self, value):
+        self._accepting = value
+        self._is_accepting = bool(value)
+        self._mark_dirty()
+
+    cdef inline void mark_dirty(self) noexcept:
+        if not self._dirty and self._entries:
+            self._dirty = True
+            _dirty.append(self)
+
+    def _mark_dirty(self):
+        self.mark_dirty()
+
+    def readable(self):
+        return True
+
+    def writable(self):
+        return True
+
+    def add_channel(self, map=None):
+        if map is None:
+            map = self._map
+        fd = self._fileno
+        cdef Registry reg = registry_of(map)
+        cdef uint64_t before = fc_dict_version(map) if reg is not None else 0
+        map[fd] = self
+        self._close_handled = False
+        if reg is not None:
+            reg.note_added(fd, self, before)
+
+    def del_channel(self, map=None):
+        fd = self._fileno
+        if map is None:
+            map = self._map
+        cdef Registry reg
+        cdef uint64_t before
+        if map.get(fd) is self:
+            reg = registry_of(map)
+            before = fc_dict_version(map) if reg is not None else 0
+            del map[fd]
+            if reg is not None:
+                reg.note_removed(fd, self, before)
+        self._fileno = None
+
+    def set_socket(self, sock, map=None):
+        self.socket = sock
+        self._fileno = sock.fileno()
+        self.add_channel(map)
+
+    def _close_once(self):
+        self.close_once()
+
+    cdef int close_once(self) except -1:
+        """handle_close() at most once per socket (bpo-13372)."""
+        if self._close_handled:
+            return 0
+        self._close_handled = True
+        self._close_iteration = _iteration
+        self.mark_dirty()
+        self.handle_close()
+        return 0
+
+    def handle_read_event(self):
+        self.read_event()
+
+    cdef int read_event(self) except -1:
+        if self._is_accepting:
+            self.handle_accept()
+        elif not self._is_connected:
+            if self.connecting:
+                self.handle_connect_event()
+            self.handle_read()
+        else:
+            self.handle_read()
+        return 0
+
+    def handle_connect_event(self):
+        err = self.socket.getsockopt(SOL_SOCKET, SO_ERROR)
+        if err != 0:
+            raise OSError(err, _strerror(err))
+        self.handle_connect()
+        self.connected = True
+        self.connecting = False
+
+    def handle_write_event(self):
+        self.write_event()
+
+    cdef int write_event(self) except -1:
+        if self._is_accepting:
+            return 0
+        if not self._is_connected:
+            if self.connecting:
+                self.handle_connect_event()
+        self.handle_write()
+        return 0
+
+    def handle_expt_event(self):
+        err = self.socket.getsockopt(SOL_SOCKET, SO_ERROR)
+        if err != 0:
+            self.close_once()
+        else:
+            self.handle_expt()
+
+    def send(self, data):
+        try:
+            return self.socket.send(data)
+        except OSError as why:
+            if why.errno == EWOULDBLOCK:
+                return 0
+            if why.errno in _DISCONNECTED:
+                self.close_once()
+                return 0
+            raise
+
+    def recv(self, buffer_size):
+        try:
+            data = self.socket.recv(buffer_size)
+        except OSError as why:
+            if why.errno in _DISCONNECTED:
+                self.close_once()
+                return b""
+            raise
+        if not data:
+            # b"" from a readable socket: the peer closed.
+            self.close_once()
+            return b""
+        return data
+
+    def close(self):
+        self.connected = False
+        self.accepting = False
+        self.connecting = False
+        self.del_channel()
+        sock = self.socket
+        if sock is not None:
+            try:
+                sock.close()
+            except OSError as why:
+                if why.errno not in (ENOTCONN, EBADF):
+                    raise
+
+
+cdef class WithSendBase(DispatcherBase):
+    cdef object _out_buffer
+    cdef bint _has_output
+
+    def __cinit__(self, *args, **kwargs):
+        if self._out_buffer is None:
+            self._out_buffer = b""
+
+    @property
+    def out_buffer(self):
+        return self._out_buffer
+
+    @out_buffer.setter
+    def out_buffer(self, value):
+        self._out_buffer = value
+        self._has_output = len(value) > 0
+        self.mark_dirty()
+
+    def initiate_send(self):
+        num_sent = DispatcherBase.send(self, self._out_buffer[:65536])
+        self.out_buffer = self._out_buffer[num_sent:]
+
+    def handle_write(self):
+        self.initiate_send()
+
+    def writable(self):
+        return (not self._connected) or len(self._out_buffer)
+
+    def send(self, data):
+        if self.debug:
+            self.log_info("sending %s" % repr(data))
+        self.out_buffer = self._out_buffer + data
+        self.initiate_send()

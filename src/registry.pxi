@@ -1,0 +1,389 @@
+# Registries: one per map, keeping its poller's registrations between
+# iterations and the interest last given to the kernel for each fd.
+#
+# The map stays a plain dict that anyone may change. Changes made through
+# add_channel/del_channel are applied at once; others are found by the
+# reconcile pass, which runs only when the dict's version tag moved since
+# the registry last saw it.
+
+cdef enum:
+    KIND_POLLED = 0       # readable()/writable() asked in Python every iteration
+    KIND_BASE = 1         # dispatcher's own readable()/writable()
+    KIND_WITH_SEND = 2    # dispatcher_with_send's
+    KIND_CHAT = 3         # async_chat's
+
+cdef enum:
+    STYLE_SELECT = 0      # loop(use_poll=False): poll() dispatch
+    STYLE_POLL = 1        # loop(use_poll=True): poll2() dispatch
+
+cdef enum:
+    MAX_REGISTRIES = 64
+
+
+cdef dict _registries = {}        # id(map) -> Registry, least recently used first
+cdef Registry _last_registry = None
+cdef list _dirty = []             # dispatchers whose interest must be recomputed
+cdef unsigned long _iteration = 0
+cdef unsigned long _fork_generation = 0
+
+
+def _after_fork_in_child():
+    global _fork_generation
+    _fork_generation += 1
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+cdef class Entry:
+    """One fd of a map, as the registry knows it."""
+    cdef Registry reg
+    cdef object obj
+    cdef int fd
+    cdef int kind
+    cdef int mask          # what the kernel was last told
+    cdef bint removed      # no longer in the registry
+    cdef bint broken       # closed behind the loop's back: not polled
+
+    def __cinit__(self, Registry reg, int fd, object obj, int kind):
+        self.reg = reg
+        self.fd = fd
+        self.obj = obj
+        self.kind = kind
+
+
+cdef int classify(object obj) except -1:
+    if not isinstance(obj, DispatcherBase):
+        return KIND_POLLED
+    cls = type(obj)
+    readable = getattr(cls, "readable", None)
+    writable = getattr(cls, "writable", None)
+    if readable is not _base_readable and readable is not _chat_readable:
+        return KIND_POLLED
+    instance_dict = getattr(obj, "__dict__", None)
+    if instance_dict and ("readable" in instance_dict or "writable" in instance_dict):
+        return KIND_POLLED
+    if writable is _base_writable:
+        return KIND_BASE
+    if writable is _with_send_writable:
+        return KIND_WITH_SEND
+    if writable is _chat_writable:
+        return KIND_CHAT
+    return KIND_POLLED
+
+
+cdef inline int interest_mask(bint readable, bint writable, int style) noexcept:
+    cdef int mask = 0
+    if readable:
+        mask = FC_IN | FC_PRI
+    if writable:
+        mask |= FC_OUT
+        if style == STYLE_SELECT:
+            # select() puts every fd with interest into the exceptional set.
+            mask |= FC_PRI
+    return mask
+
+
+cdef Registry registry_of(object map):
+    """The map's registry if it has one (never creates one)."""
+    if _last_registry is not None and _last_registry.map is map:
+        return _last_registry
+    cdef Registry reg = _registries.get(id(map))
+    if reg is not None and reg.map is map:
+        return reg
+    return None
+
+
+cdef Registry registry_for(object map, object backend):
+    global _last_registry
+    cdef Registry reg = _last_registry
+    if reg is None or reg.map is not map:
+        key = id(map)
+        reg = _registries.pop(key, None)
+        if reg is None or reg.map is not map:
+            reg = Registry(map, backend or default_backend())
+        _registries[key] = reg   # most recently used last
+        if len(_registries) > MAX_REGISTRIES:
+            oldest = next(iter(_registries))
+            (<Registry>_registries.pop(oldest)).release()
+        _last_registry = reg
+    if backend is not None and backend != reg.backend:
+        reg.switch_backend(backend)
+    return reg
+
+
+def release_map(map):
+    """Forget the map's registry and close its poller (close_all calls this)."""
+    global _last_registry
+    cdef Registry reg = registry_of(map)
+    if reg is None:
+        return
+    _registries.pop(id(map), None)
+    if _last_registry is reg:
+        _last_registry = None
+    reg.release()
+
+
+cdef int process_dirty() except -1:
+    global _dirty
+    cdef list batch
+    cdef DispatcherBase obj
+    cdef Entry entry
+    while _dirty:
+        batch = _dirty
+        _dirty = []
+        for item in batch:
+            obj = <DispatcherBase>item
+            obj._dirty = False
+            if obj._entries:
+                for e in list(obj._entries):
+                    entry = <Entry>e
+                    if entry.kind != KIND_POLLED:
+                        entry.reg.refresh(entry)
+    return 0
+
+
+cdef class Registry:
+    cdef object map
+    cdef str backend
+    cdef Poller poller
+    cdef dict entries      # fd -> Entry
+    cdef dict polled       # fd -> Entry looked at every iteration
+    cdef dict always       # fd -> Entry the poller refuses: always ready
+    cdef list broken       # entries whose close is still to be handled
+    cdef uint64_t version  # the map's version tag when last in step
+    cdef unsigned long fork_generation
+    cdef int style
+    cdef bint needs_rebuild
+
+    def __cinit__(self, object map, str backend):
+        self.map = map
+        self.backend = backend
+        self.poller = new_poller(backend)
+        self.entries = {}
+        self.polled = {}
+        self.always = {}
+        self.broken = []
+        self.version = FC_NO_VERSION
+        self.fork_generation = _fork_generation
+        self.style = STYLE_SELECT
+
+    cdef int release(self) except -1:
+        for e in list(self.entries.values()):
+            self.remove_entry(<Entry>e)
+        self.poller.close()
+        return 0
+
+    cdef int switch_backend(self, str backend) except -1:
+        self.poller.close()
+        self.backend = backend
+        self.rebuild()
+        return 0
+
+    cdef int rebuild(self) except -1:
+        """A new poller with every current registration (after fork, or when
+        the kernel reports an fd the registry no longer has)."""
+        cdef Entry entry
+        cdef int mask
+        self.poller.close()
+        self.poller = new_poller(self.backend)
+        self.fork_generation = _fork_generation
+        self.always.clear()
+        self.needs_rebuild = False
+        for e in self.entries.values():
+            entry = <Entry>e
+            mask = entry.mask
+            entry.mask = 0
+            self.set_interest(entry, mask)
+        return 0
+
+    # -- keeping up with the map ------------------------------------------
+
+    cdef int note_added(self, object fd, object obj, uint64_t before) except -1:
+        cdef Entry entry
+        if self.version != before or before == FC_NO_VERSION:
+            return 0        # the map changed behind our back: reconcile later
+        entry = self.entries.get(fd)
+        if entry is not None:
+            if entry.obj is obj:
+                self.version = fc_dict_version(self.map)
+                return 0
+            self.remove_entry(entry)
+        self.add_entry(fd, obj)
+        self.version = fc_dict_version(self.map)
+        return 0
+
+    cdef int note_removed(self, object fd, object obj, uint64_t before) except -1:
+        cdef Entry entry = self.entries.get(fd)
+        # Unregister now, while the fd is still open (close() closes it next).
+        if entry is not None and entry.obj is obj:
+            self.remove_entry(entry)
+        if self.version == before and before != FC_NO_VERSION:
+            self.version = fc_dict_version(self.map)
+        return 0
+
+    cdef int sync(self) except -1:
+        cdef uint64_t now = fc_dict_version(self.map)
+        if now == self.version and now != FC_NO_VERSION:
+            return 0
+        self.reconcile()
+        self.version = fc_dict_version(self.map)
+        return 0
+
+    cdef int reconcile(self) except -1:
+        cdef Entry entry
+        map = self.map
+        entries = self.entries
+        items = map.items() if type(map) is dict else list(map.items())
+        for fd, obj in items:
+            entry = entries.get(fd)
+            if entry is None:
+                self.add_entry(fd, obj)
+            elif entry.obj is not obj:
+                self.remove_entry(entry)
+                self.add_entry(fd, obj)
+        if len(entries) != len(map):
+            for fd, e in list(entries.items()):
+                if map.get(fd) is not (<Entry>e).obj:
+                    self.remove_entry(<Entry>e)
+        return 0
+
+    cdef int add_entry(self, object fd, object obj) except -1:
+        cdef Entry entry = Entry(self, fd, obj, classify(obj))
+        cdef DispatcherBase disp
+        self.entries[fd] = entry
+        if entry.kind == KIND_POLLED:
+            self.polled[fd] = entry
+        if isinstance(obj, DispatcherBase):
+            disp = <DispatcherBase>obj
+            if disp._entries is None:
+                disp._entries = [entry]
+            else:
+                disp._entries.append(entry)
+            if entry.kind != KIND_POLLED:
+                disp.mark_dirty()
+        return 0
+
+    cdef int remove_entry(self, Entry entry) except -1:
+        cdef int fd = entry.fd
+        cdef DispatcherBase disp
+        if self.entries.get(fd) is entry:
+            del self.entries[fd]
+        if self.polled.get(fd) is entry:
+            del self.polled[fd]
+        if self.always.pop(fd, None) is None and entry.mask:
+            self.poller.set_mask(fd, entry.mask, 0)
+        entry.mask = 0
+        entry.removed = True
+        if isinstance(entry.obj, DispatcherBase):
+            disp = <DispatcherBase>entry.obj
+            if disp._entries:
+                try:
+                    disp._entries.remove(entry)
+                except ValueError:
+                    pass
+        return 0
+
+    # -- interest ----------------------------------------------------------
+
+    cdef int refresh(self, Entry entry) except -1:
+        """Recompute a tracked entry's interest from the dispatcher's state."""
+        cdef DispatcherBase disp = <DispatcherBase>entry.obj
+        cdef bint writable
+        if entry.removed:
+            return 0
+        if entry.kind == KIND_BASE:
+            writable = True
+        elif entry.kind == KIND_WITH_SEND:
+            writable = not disp._is_connected or (<WithSendBase>disp)._has_output
+        else:
+            writable = not disp._is_connected or (<ChatBase>disp).has_output()
+            # A producer_fifo that is not ours cannot tell us when it fills:
+            # look at it every iteration (in C) instead.
+            if (<ChatBase>disp)._fifo_tracked:
+                if entry.fd in self.polled:
+                    del self.polled[entry.fd]
+            else:
+                self.polled[entry.fd] = entry
+        if disp._is_accepting:
+            writable = False
+        # After handle_close ran, a dispatcher left in the map is no longer
+        # read: a pending EOF would otherwise wake the loop forever.
+        self.set_interest(entry, interest_mask(not disp._close_handled, writable, self.style))
+        return 0
+
+    cdef int ask(self, Entry entry) except -1:
+        """readable()/writable() of a polled entry, exactly as 3.11 asks them."""
+        obj = entry.obj
+        cdef bint readable, writable
+        try:
+            readable = obj.readable()
+            writable = obj.writable()
+            if writable and obj.accepting:
+                writable = False
+        except _reraised_exceptions:
+            raise
+        except BaseException:
+            call_handle_error(obj)
+            return 0
+        if isinstance(obj, DispatcherBase) and (<DispatcherBase>obj)._close_handled:
+            readable = False
+        if self.map.get(entry.fd) is obj:
+            self.set_interest(entry, interest_mask(readable, writable, self.style))
+        return 0
+
+    cdef int set_interest(self, Entry entry, int mask) except -1:
+        if entry.removed or entry.broken or mask == entry.mask:
+            return 0
+        if entry.fd in self.always:
+            if mask == 0:
+                del self.always[entry.fd]
+            entry.mask = mask
+            return 0
+        try:
+            self.poller.set_mask(entry.fd, entry.mask, mask)
+        except OSError as err:
+            if err.errno == EPERM:
+                # epoll refuses regular files; select() calls them always
+                # ready, and so do we.
+                self.always[entry.fd] = entry
+            elif err.errno == EBADF:
+                # Closed behind the loop's back but still in the map.
+                entry.broken = True
+                entry.mask = 0
+                self.broken.append(entry)
+                return 0
+            else:
+                raise
+        entry.mask = mask
+        return 0
+
+    cdef int prepare(self, int style) except -1:
+        cdef Entry entry
+        if self.fork_generation != _fork_generation or self.needs_rebuild:
+            self.rebuild()
+        if style != self.style:
+            self.style = style
+            for e in self.entries.values():
+                entry = <Entry>e
+                if entry.kind != KIND_POLLED:
+                    self.refresh(entry)
+        self.sync()
+        process_dirty()
+        if self.polled:
+            for e in list(self.polled.values()):
+                entry = <Entry>e
+                if entry.removed or entry.broken:
+                    continue
+                if entry.kind == KIND_POLLED:
+                    self.ask(entry)
+                else:
+                    self.refresh(entry)
+            # readable()/writable() may have changed the map or other dispatchers.
+            self.sync()
+            process_dirty()
+        while self.broken:
+            entry = <Entry>self.broken.pop()
+            if self.map.get(entry.fd) is entry.obj:
+                call_close_once(entry.obj)
+        return 0

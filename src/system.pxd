@@ -1,0 +1,40 @@
+# Declarations only: what core.pyx uses from compat.h and libc.
+from libc.stdint cimport uint64_t
+
+
+cdef extern from "compat.h" nogil:
+    int FASTCORE_DEBUG
+    int FC_HAVE_EPOLL
+    int FC_HAVE_KQUEUE
+    int FC_IN, FC_PRI, FC_OUT, FC_ERR, FC_HUP, FC_NVAL
+    uint64_t FC_NO_VERSION
+
+    ctypedef struct fc_event:
+        int fd
+        int flags
+
+    struct pollfd:
+        int fd
+        short events
+        short revents
+
+    int fc_epoll_create()
+    int fc_epoll_ctl(int ep, int op, int fd, int mask)
+    int fc_epoll_wait(int ep, fc_event *out, int maxevents, int timeout_ms)
+    int FC_EPOLL_ADD, FC_EPOLL_MOD, FC_EPOLL_DEL
+
+    int fc_kqueue_create()
+    int fc_kqueue_set(int kq, int fd, int old_mask, int new_mask)
+    int fc_kqueue_wait(int kq, fc_event *out, int maxevents, int timeout_ms)
+
+    int fc_fd_setsize()
+    int fc_select_wait(const int *fds, const int *masks, int n, fc_event *out, int timeout_ms)
+    int fc_poll_wait(pollfd *pfds, int n, fc_event *out, int timeout_ms)
+
+    double fc_monotonic()
+    int close(int fd)
+    int errno
+
+
+cdef extern from "compat.h":
+    uint64_t fc_dict_version(object d)
