@@ -4,18 +4,17 @@ The input scanner and the output queue of ``async_chat`` live in the core
 (``ChatBase``); this module adds the rest of the public API.
 """
 
-import weakref
+from collections import deque  # noqa: F401  (the standard module's namespace)
+from weakref import ref as _weakref_ref
 
 from fastcore import asyncore
-from fastcore._common import ProducerFifo
-from fastcore._impl import core
+from fastcore._common import ProducerFifo as _ProducerFifo
+from fastcore._impl import core as _core
 
-__all__ = ["async_chat", "find_prefix_at_end", "simple_producer"]
-
-find_prefix_at_end = core.find_prefix_at_end
+find_prefix_at_end = _core.find_prefix_at_end
 
 
-class async_chat(core.ChatBase, asyncore.dispatcher):
+class async_chat(_core.ChatBase, asyncore.dispatcher):
     """This is an abstract class.  You must derive from this class, and add
     the two methods collect_incoming_data() and found_terminator()"""
 
@@ -28,7 +27,7 @@ class async_chat(core.ChatBase, asyncore.dispatcher):
     def __init__(self, sock=None, map=None):
         self.ac_in_buffer = b""
         self.incoming = []
-        self.producer_fifo = ProducerFifo(owner_ref=weakref.ref(self))
+        self.producer_fifo = _ProducerFifo(owner_ref=_weakref_ref(self))
         asyncore.dispatcher.__init__(self, sock, map)
 
     def collect_incoming_data(self, data):

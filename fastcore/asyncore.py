@@ -5,72 +5,58 @@ core (``fastcore._core_c`` or its pure-Python twin ``fastcore._core_py``);
 this module adds the rest of the public API in plain Python.
 """
 
+# The standard module's namespace, names it imported included: code reaches
+# for asyncore.EWOULDBLOCK, asyncore.select and the like.
 import os
+import select  # noqa: F401
 import socket
 import sys
+import time  # noqa: F401
 import warnings
-from errno import (
+from errno import (  # noqa: F401
     EAGAIN,
     EALREADY,
     EBADF,
     ECONNABORTED,
+    ECONNRESET,
     EINPROGRESS,
     EINVAL,
     EISCONN,
     ENOTCONN,
+    EPIPE,
+    ESHUTDOWN,
     EWOULDBLOCK,
     errorcode,
 )
 
-from fastcore._common import (
+from fastcore._common import (  # noqa: F401  (re-exported)
     _DISCONNECTED,
-    FIELD_NAMES,
     ExitNow,
     _reraised_exceptions,
     _strerror,
     compact_traceback,
 )
-from fastcore._impl import core
-
-__all__ = [
-    "ExitNow",
-    "close_all",
-    "compact_traceback",
-    "dispatcher",
-    "dispatcher_with_send",
-    "loop",
-    "poll",
-    "poll2",
-    "poll3",
-    "read",
-    "readwrite",
-    "socket_map",
-    "write",
-]
+from fastcore._common import FIELD_NAMES as _FIELD_NAMES
+from fastcore._impl import core as _core
 
 try:
-    socket_map
+    socket_map  # noqa: B018  (kept across importlib.reload, as in the standard module)
 except NameError:
     socket_map = {}
 
-core.set_default_map_source(sys.modules[__name__])
+_core.set_default_map_source(sys.modules[__name__])
 
-read = core.read
-write = core.write
-_exception = core._exception
-readwrite = core.readwrite
-poll = core.poll
-poll2 = core.poll2
+read = _core.read
+write = _core.write
+_exception = _core._exception
+readwrite = _core.readwrite
+poll = _core.poll
+poll2 = _core.poll2
 poll3 = poll2
-loop = core.loop
-
-# Re-exported for code that reaches into asyncore's module namespace.
-_strerror = _strerror
-_DISCONNECTED = _DISCONNECTED
-_reraised_exceptions = _reraised_exceptions
+loop = _core.loop
 
 
-class dispatcher(core.DispatcherBase):
+class dispatcher(_core.DispatcherBase):
     debug = False
     connecting = False
     closing = False
@@ -81,7 +67,7 @@ class dispatcher(core.DispatcherBase):
         super().__init_subclass__(**kwargs)
         shadowing = {
             name: cls.__dict__[name]
-            for name in FIELD_NAMES
+            for name in _FIELD_NAMES
             if name in cls.__dict__ and not hasattr(cls.__dict__[name], "__get__")
         }
         if shadowing:
@@ -248,7 +234,7 @@ class dispatcher(core.DispatcherBase):
         self.close()
 
 
-class dispatcher_with_send(core.WithSendBase, dispatcher):
+class dispatcher_with_send(_core.WithSendBase, dispatcher):
     def __init__(self, sock=None, map=None):
         dispatcher.__init__(self, sock, map)
         self.out_buffer = b""
@@ -271,7 +257,7 @@ def close_all(map=None, ignore_all=False):
             if not ignore_all:
                 raise
     map.clear()
-    core.release_map(map)
+    _core.release_map(map)
 
 
 # file_wrapper/file_dispatcher let pipes and other non-socket fds take part
@@ -286,7 +272,7 @@ if os.name == "posix":
 
         def __del__(self):
             if self.fd >= 0:
-                warnings.warn("unclosed file %r" % self, ResourceWarning, source=self)
+                warnings.warn("unclosed file %r" % self, ResourceWarning, source=self)  # noqa: B028
             self.close()
 
         def recv(self, *args):

@@ -100,7 +100,12 @@ cdef class DispatcherBase:
         self._close_handled = True
         self._close_iteration = _iteration
         self.mark_dirty()
-        self.handle_close()
+        try:
+            self.handle_close()
+        except BaseException:
+            # Not handled after all: handle_error() may try again.
+            self._close_handled = False
+            raise
         return 0
 
     def handle_read_event(self):
