@@ -14,7 +14,7 @@ from cpython.bytearray cimport PyByteArray_AS_STRING
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from cpython.exc cimport PyErr_CheckSignals
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
-from libc.errno cimport EBADF, EEXIST, EINTR, ENOENT, ENOTCONN, EPERM
+from libc.errno cimport EBADF, EEXIST, EINTR, EINVAL, ENOENT, ENOTCONN, EPERM
 from libc.stdint cimport uint64_t
 from libc.string cimport memchr, memcmp
 

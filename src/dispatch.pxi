@@ -168,7 +168,18 @@ cdef int run_readwrite(object map, Entry entry, int flags) except -1:
     return 0
 
 
-cdef int poll_once(object timeout, object map, int style, object backend) except -1:
+cdef str choose_backend(object name):
+    """The poller for a ``backend=`` argument; 'auto' and None mean the default."""
+    name = check_backend(name)
+    if name is None:
+        return _available_backends[0]
+    if name not in _available_backends:
+        raise ValueError("backend %r is not available here (available: %s)"
+                         % (name, ", ".join(_available_backends)))
+    return name
+
+
+cdef int poll_once(object timeout, object map, int style, str backend) except -1:
     global _iteration
     cdef Registry reg
     cdef Entry entry
@@ -246,24 +257,24 @@ cdef int poll_once(object timeout, object map, int style, object backend) except
 
 def poll(timeout=0.0, map=None, backend=None):
     """One iteration with select()-style dispatch (all reads, writes, expts)."""
-    poll_once(timeout, resolve_map(map), STYLE_SELECT, check_backend(backend))
+    poll_once(timeout, resolve_map(map), STYLE_SELECT, choose_backend(backend))
 
 
 def poll2(timeout=0.0, map=None, backend=None):
     """One iteration with poll()-style dispatch (each fd's events together)."""
-    poll_once(timeout, resolve_map(map), STYLE_POLL, check_backend(backend))
+    poll_once(timeout, resolve_map(map), STYLE_POLL, choose_backend(backend))
 
 
 def loop(timeout=30.0, use_poll=False, map=None, count=None, backend="auto"):
     map = resolve_map(map)
     cdef int style = STYLE_POLL if use_poll else STYLE_SELECT
-    backend = check_backend(backend)
+    cdef str poller = choose_backend(backend)
     if count is None:
         while map:
-            poll_once(timeout, map, style, backend)
+            poll_once(timeout, map, style, poller)
     else:
         while map and count > 0:
-            poll_once(timeout, map, style, backend)
+            poll_once(timeout, map, style, poller)
             count = count - 1
     if not map:
         release_map(map)

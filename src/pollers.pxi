@@ -271,8 +271,7 @@ cdef Poller new_poller(str name):
     return SelectPoller()
 
 
-def available_backends():
-    """The backends this build can use here, best first."""
+cdef tuple probe_backends():
     cdef list names = []
     if FC_HAVE_EPOLL:
         names.append("epoll")
@@ -283,5 +282,13 @@ def available_backends():
     return tuple(names)
 
 
+cdef tuple _available_backends = probe_backends()
+
+
+def available_backends():
+    """The backends this build can use here, best first."""
+    return _available_backends
+
+
 def default_backend():
-    return available_backends()[0]
+    return _available_backends[0]

@@ -94,20 +94,20 @@ cdef Registry registry_of(object map):
     return None
 
 
-cdef Registry registry_for(object map, object backend):
+cdef Registry registry_for(object map, str backend):
     global _last_registry
     cdef Registry reg = _last_registry
     if reg is None or reg.map is not map:
         key = id(map)
         reg = _registries.pop(key, None)
         if reg is None or reg.map is not map:
-            reg = Registry(map, backend or default_backend())
+            reg = Registry(map, backend)
         _registries[key] = reg   # most recently used last
         if len(_registries) > MAX_REGISTRIES:
             oldest = next(iter(_registries))
             (<Registry>_registries.pop(oldest)).release()
         _last_registry = reg
-    if backend is not None and backend != reg.backend:
+    if backend != reg.backend:
         reg.switch_backend(backend)
     return reg
 
@@ -125,21 +125,21 @@ def release_map(map):
 
 
 cdef int process_dirty() except -1:
-    global _dirty
-    cdef list batch
     cdef DispatcherBase obj
     cdef Entry entry
+    # One at a time: if a refresh raises, the rest stay queued.
     while _dirty:
-        batch = _dirty
-        _dirty = []
-        for item in batch:
-            obj = <DispatcherBase>item
-            obj._dirty = False
-            if obj._entries:
+        obj = <DispatcherBase>_dirty.pop()
+        obj._dirty = False
+        if obj._entries:
+            try:
                 for e in list(obj._entries):
                     entry = <Entry>e
                     if entry.kind != KIND_POLLED:
                         entry.reg.refresh(entry)
+            except BaseException:
+                obj.mark_dirty()
+                raise
     return 0
 
 
@@ -194,7 +194,10 @@ cdef class Registry:
             entry = <Entry>e
             mask = entry.mask
             entry.mask = 0
-            self.set_interest(entry, mask)
+            if entry.kind == KIND_POLLED:
+                self.set_interest(entry, mask)
+            else:
+                self.refresh(entry)
         return 0
 
     # -- keeping up with the map ------------------------------------------
@@ -347,8 +350,9 @@ cdef class Registry:
                 # epoll refuses regular files; select() calls them always
                 # ready, and so do we.
                 self.always[entry.fd] = entry
-            elif err.errno == EBADF:
-                # Closed behind the loop's back but still in the map.
+            elif err.errno == EBADF or err.errno == EINVAL:
+                # Closed behind the loop's back but still in the map (EINVAL:
+                # the number now belongs to the poller itself).
                 entry.broken = True
                 entry.mask = 0
                 self.broken.append(entry)
