@@ -97,7 +97,10 @@ cdef class ChatBase(DispatcherBase):
 
     cdef int chat_read(self) except -1:
         try:
-            data = self.recv(self.ac_in_buffer_size)
+            if type(self).recv is _dispatcher_recv:
+                data = self.sock_recv(self.ac_in_buffer_size)
+            else:
+                data = self.recv(self.ac_in_buffer_size)
         except BlockingIOError:
             return 0
         except OSError:
@@ -225,7 +228,14 @@ cdef class ChatBase(DispatcherBase):
         return 0
 
     def handle_write(self):
+        self.initiate()
+
+    cdef int initiate(self) except -1:
+        """self.initiate_send(), without a Python call unless overridden."""
+        if type(self).initiate_send is _chat_initiate_send:
+            return self.send_some()
         self.initiate_send()
+        return 0
 
     def push(self, data):
         if not isinstance(data, (bytes, bytearray, memoryview)):
@@ -238,11 +248,11 @@ cdef class ChatBase(DispatcherBase):
                 self.fifo_append(data[i:i + size])
         else:
             self.fifo_append(data)
-        self.initiate_send()
+        self.initiate()
 
     def push_with_producer(self, producer):
         self.fifo_append(producer)
-        self.initiate_send()
+        self.initiate()
 
     def readable(self):
         return 1
@@ -286,7 +296,10 @@ cdef class ChatBase(DispatcherBase):
             elif not plain_send and type(data) is memoryview:
                 data = bytes(data)
             try:
-                num_sent = self.send(data)
+                if plain_send:
+                    num_sent = self.sock_send(data)
+                else:
+                    num_sent = self.send(data)
             except OSError:
                 self.handle_error()
                 return 0

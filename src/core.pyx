@@ -56,7 +56,9 @@ cdef extern from "string.h" nogil:
 # (assigned once the classes exist, below).
 cdef object _base_readable, _base_writable, _with_send_writable
 cdef object _chat_readable, _chat_writable, _chat_get_terminator
-cdef object _base_handle_read_event, _base_handle_write_event, _dispatcher_send
+cdef object _base_handle_read_event, _base_handle_write_event
+cdef object _dispatcher_send, _dispatcher_recv
+cdef object _chat_handle_read, _chat_handle_write, _chat_initiate_send
 
 # Forward declarations: the parts refer to each other.
 cdef class Registry
@@ -81,3 +83,7 @@ _chat_get_terminator = ChatBase.get_terminator
 _base_handle_read_event = DispatcherBase.handle_read_event
 _base_handle_write_event = DispatcherBase.handle_write_event
 _dispatcher_send = DispatcherBase.send
+_dispatcher_recv = DispatcherBase.recv
+_chat_handle_read = ChatBase.handle_read
+_chat_handle_write = ChatBase.handle_write
+_chat_initiate_send = ChatBase.initiate_send

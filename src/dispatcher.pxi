@@ -114,10 +114,11 @@ cdef class DispatcherBase:
     cdef int read_event(self) except -1:
         if self._is_accepting:
             self.handle_accept()
-        elif not self._is_connected:
-            if self.connecting:
-                self.handle_connect_event()
-            self.handle_read()
+            return 0
+        if not self._is_connected and self.connecting:
+            self.handle_connect_event()
+        if type(self).handle_read is _chat_handle_read:
+            (<ChatBase>self).chat_read()
         else:
             self.handle_read()
         return 0
@@ -139,7 +140,10 @@ cdef class DispatcherBase:
         if not self._is_connected:
             if self.connecting:
                 self.handle_connect_event()
-        self.handle_write()
+        if type(self).handle_write is _chat_handle_write:
+            (<ChatBase>self).initiate()
+        else:
+            self.handle_write()
         return 0
 
     def handle_expt_event(self):
@@ -150,6 +154,9 @@ cdef class DispatcherBase:
             self.handle_expt()
 
     def send(self, data):
+        return self.sock_send(data)
+
+    cdef object sock_send(self, data):
         try:
             return self.socket.send(data)
         except OSError as why:
@@ -161,6 +168,9 @@ cdef class DispatcherBase:
             raise
 
     def recv(self, buffer_size):
+        return self.sock_recv(buffer_size)
+
+    cdef object sock_recv(self, buffer_size):
         try:
             data = self.socket.recv(buffer_size)
         except OSError as why:
