@@ -322,4 +322,3 @@ cdef class ChatBase(DispatcherBase):
         self.ac_in_buffer = b""
         del self.incoming[:]
         self._fifo.clear()
-

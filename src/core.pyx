@@ -72,8 +72,6 @@ include "dispatcher.pxi"
 include "chat.pxi"
 include "dispatch.pxi"
 
-
-
 _base_readable = DispatcherBase.readable
 _base_writable = DispatcherBase.writable
 _with_send_writable = WithSendBase.writable

@@ -135,7 +135,7 @@ cdef int process_dirty() except -1:
             try:
                 for e in list(obj._entries):
                     entry = <Entry>e
-                    if entry.kind != KIND_POLLED:
+                    if entry.kind != KIND_POLLED or classify(obj) != KIND_POLLED:
                         entry.reg.refresh(entry)
             except BaseException:
                 obj.mark_dirty()
@@ -290,24 +290,30 @@ cdef class Registry:
     # -- interest ----------------------------------------------------------
 
     cdef int refresh(self, Entry entry) except -1:
-        """Recompute a tracked entry's interest from the dispatcher's state."""
+        """Recompute a tracked entry's interest from the dispatcher's state.
+
+        Its kind is checked again first: readable/writable given to the
+        instance or its class since it was registered make it polled."""
         cdef DispatcherBase disp = <DispatcherBase>entry.obj
         cdef bint writable
         if entry.removed:
             return 0
+        entry.kind = classify(disp)
+        if entry.kind == KIND_POLLED:
+            self.polled[entry.fd] = entry
+            return 0
+        # A producer_fifo that is not ours cannot tell us when it fills: such
+        # a chat is looked at every iteration (in C) instead.
+        if entry.kind == KIND_CHAT and not (<ChatBase>disp)._fifo_tracked:
+            self.polled[entry.fd] = entry
+        elif self.polled.get(entry.fd) is entry:
+            del self.polled[entry.fd]
         if entry.kind == KIND_BASE:
             writable = True
         elif entry.kind == KIND_WITH_SEND:
             writable = not disp._is_connected or (<WithSendBase>disp)._has_output
         else:
             writable = not disp._is_connected or (<ChatBase>disp).has_output()
-            # A producer_fifo that is not ours cannot tell us when it fills:
-            # look at it every iteration (in C) instead.
-            if (<ChatBase>disp)._fifo_tracked:
-                if entry.fd in self.polled:
-                    del self.polled[entry.fd]
-            else:
-                self.polled[entry.fd] = entry
         if disp._is_accepting:
             writable = False
         # After handle_close ran, a dispatcher left in the map is no longer
