@@ -150,6 +150,12 @@ class ProducerFifo(deque):
         deque.clear(self)
         self._changed(was_empty)
 
+    def __imul__(self, n):
+        was_empty = not self
+        deque.__imul__(self, n)
+        self._changed(was_empty)
+        return self
+
     def __delitem__(self, i):
         deque.__delitem__(self, i)
         self._changed(False)

@@ -19,7 +19,7 @@ from libc.stdint cimport uint64_t
 from libc.string cimport memchr, memcmp
 
 from system cimport (
-    FC_ERR, FC_HAVE_EPOLL, FC_HAVE_KQUEUE, FC_HUP, FC_IN, FC_NO_VERSION, FC_NVAL,
+    FASTCORE_DEBUG, FC_ERR, FC_HAVE_EPOLL, FC_HAVE_KQUEUE, FC_HUP, FC_IN, FC_NO_VERSION, FC_NVAL,
     FC_OUT, FC_PRI, FC_EPOLL_ADD, FC_EPOLL_DEL, FC_EPOLL_MOD, close, errno,
     fc_dict_version, fc_epoll_create, fc_epoll_ctl, fc_epoll_wait, fc_event,
     fc_fd_setsize, fc_kqueue_create, fc_kqueue_set, fc_kqueue_wait, fc_monotonic,

@@ -185,6 +185,7 @@ cdef int poll_once(object timeout, object map, int style, str backend) except -1
     cdef Entry entry
     cdef Poller poller
     cdef int n, i, flags, ms
+    cdef unsigned long unregistrations
     cdef list ready
     if not map:
         return 0
@@ -193,6 +194,7 @@ cdef int poll_once(object timeout, object map, int style, str backend) except -1
     reg.prepare(style)
     ms = 0 if reg.always else timeout_ms(timeout)
     poller = reg.poller
+    unregistrations = reg.unregistrations
     n = poller.wait(ms)
 
     # Snapshot before any handler runs.
@@ -203,8 +205,10 @@ cdef int poll_once(object timeout, object map, int style, str backend) except -1
         flags = poller.events[i].flags
         if entry is None or entry.mask == 0 or entry.removed:
             # Registered in the kernel but not here: a dup of a closed socket
-            # keeps a stale registration alive. Start afresh next time.
-            reg.needs_rebuild = True
+            # keeps a stale registration alive (unless the fd was dropped
+            # during the wait, by a signal handler or another thread).
+            if unregistrations == reg.unregistrations:
+                reg.needs_rebuild = True
             continue
         ready.append((entry, flags))
     for e in reg.always.values():

@@ -80,9 +80,11 @@ cdef class EpollPoller(Poller):
         cdef int rc
         if new_mask == 0:
             # epoll reports HUP/ERR even for an empty mask: no interest means
-            # no registration. Errors mean the fd is gone already.
-            if old_mask != 0:
-                fc_epoll_ctl(self.epfd, FC_EPOLL_DEL, fd, 0)
+            # no registration. ENOENT: gone already; EBADF: closed while
+            # registered (reported as 1: a dup may keep the registration).
+            if old_mask != 0 and fc_epoll_ctl(self.epfd, FC_EPOLL_DEL, fd, 0) < 0:
+                if errno == EBADF:
+                    return 1
             return 0
         if old_mask == 0:
             rc = fc_epoll_ctl(self.epfd, FC_EPOLL_ADD, fd, new_mask)

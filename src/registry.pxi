@@ -155,6 +155,7 @@ cdef class Registry:
     cdef unsigned long fork_generation
     cdef int style
     cdef bint needs_rebuild
+    cdef unsigned long unregistrations   # a wait that saw one may report fds just dropped
 
     def __cinit__(self, object map, str backend):
         self.map = map
@@ -209,6 +210,9 @@ cdef class Registry:
         entry = self.entries.get(fd)
         if entry is not None:
             if entry.obj is obj:
+                # add_channel again: its close is no longer handled, poll it anew.
+                entry.broken = False
+                (<DispatcherBase>obj).mark_dirty()
                 self.version = fc_dict_version(self.map)
                 return 0
             self.remove_entry(entry)
@@ -275,7 +279,7 @@ cdef class Registry:
         if self.polled.get(fd) is entry:
             del self.polled[fd]
         if self.always.pop(fd, None) is None and entry.mask:
-            self.poller.set_mask(fd, entry.mask, 0)
+            self.unregister(fd, entry.mask)
         entry.mask = 0
         entry.removed = True
         if isinstance(entry.obj, DispatcherBase):
@@ -341,16 +345,31 @@ cdef class Registry:
             self.set_interest(entry, interest_mask(readable, writable, self.style))
         return 0
 
+    cdef int unregister(self, int fd, int old_mask) except -1:
+        self.unregistrations += 1
+        if self.poller.set_mask(fd, old_mask, 0) == 1:
+            # Closed behind our back: a dup elsewhere may keep its kernel
+            # registration, and its events, alive.
+            self.needs_rebuild = True
+        return 0
+
     cdef int set_interest(self, Entry entry, int mask) except -1:
         if entry.removed or entry.broken or mask == entry.mask:
             return 0
+        if FASTCORE_DEBUG:
+            # Only an entry the registry holds may reach the kernel.
+            assert self.entries.get(entry.fd) is entry, (entry.fd, entry.obj)
+            assert entry.reg is self
         if entry.fd in self.always:
             if mask == 0:
                 del self.always[entry.fd]
             entry.mask = mask
             return 0
         try:
-            self.poller.set_mask(entry.fd, entry.mask, mask)
+            if mask == 0:
+                self.unregister(entry.fd, entry.mask)
+            else:
+                self.poller.set_mask(entry.fd, entry.mask, mask)
         except OSError as err:
             if err.errno == EPERM:
                 # epoll refuses regular files; select() calls them always

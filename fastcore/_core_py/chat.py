@@ -1,0 +1,241 @@
+"""ChatBase: async_chat's input scanner and output queue; the facade
+(fastcore/asynchat.py) adds the rest.
+
+Input lives in a bytearray with a start offset: a found terminator moves the
+offset, and the buffer is compacted (before new data is appended) only once
+more than half of it is consumed, so scanning is linear in the bytes read
+(3.11 copies the rest of the buffer for every terminator). Output keeps a
+partly sent item as a memoryview slice instead of copying its remainder
+after every send.
+"""
+
+from fastcore._common import ProducerFifo
+from fastcore._core_py.dispatcher import DispatcherBase
+
+
+def find_prefix_at_end(haystack, needle):
+    return _prefix_at_end(haystack, needle, 0)
+
+
+def _prefix_at_end(haystack, needle, start):
+    """Length of the longest proper prefix of needle that ends haystack[start:]."""
+    size = len(needle) - 1
+    while size and not haystack.endswith(needle[:size], start):
+        size -= 1
+    return size
+
+
+class ChatBase(DispatcherBase):
+    _fc_in_buffer = None  # a bytearray once input arrives
+    _fc_in_offset = 0  # bytes before it are consumed
+    _fc_producer_fifo = None
+    _fc_interest_stable = False  # until a producer_fifo of its own is set
+
+    # -- input ---------------------------------------------------------------
+
+    @property
+    def ac_in_buffer(self):
+        buf = self._fc_in_buffer
+        if buf is None:
+            return b""
+        return bytes(buf[self._fc_in_offset :])
+
+    @ac_in_buffer.setter
+    def ac_in_buffer(self, value):
+        self._fc_in_buffer = bytearray(memoryview(value))
+        self._fc_in_offset = 0
+
+    def _collect_incoming_data(self, data):
+        self.incoming.append(data)
+
+    def _get_data(self):
+        incoming = self.incoming
+        data = b"".join(incoming)
+        del incoming[:]
+        return data
+
+    def set_terminator(self, term):
+        """Set the input delimiter: bytes of any length, a byte count, or None."""
+        if isinstance(term, str):
+            if not self.use_encoding:
+                raise TypeError(
+                    "terminator must be bytes, an int or None, not str "
+                    "(set use_encoding to pass a str)"
+                )
+            term = bytes(term, self.encoding)
+        elif isinstance(term, int):
+            if term < 0:
+                raise ValueError("the number of received bytes must be positive")
+        elif term is not None and not isinstance(term, (bytes, bytearray, memoryview)):
+            raise TypeError(
+                "terminator must be bytes, an int or None, not %s" % type(term).__name__
+            )
+        self.terminator = term
+
+    def get_terminator(self):
+        return self.terminator
+
+    def handle_read(self):
+        try:
+            data = self.recv(self.ac_in_buffer_size)
+        except BlockingIOError:
+            return
+        except OSError:
+            self.handle_error()
+            return
+        if isinstance(data, str) and self.use_encoding:
+            data = bytes(data, self.encoding)
+        buf = self._fc_in_buffer
+        if buf is None:
+            buf = self._fc_in_buffer = bytearray()
+        elif self._fc_in_offset * 2 > len(buf):
+            # Mostly consumed: compact before growing.
+            del buf[: self._fc_in_offset]
+            self._fc_in_offset = 0
+        buf += data
+        self._scan_input()
+
+    def _consume(self, size):
+        """Drop the next size unread bytes of the buffer as it is now."""
+        buf = self._fc_in_buffer
+        offset = self._fc_in_offset + size
+        if offset >= len(buf):
+            buf.clear()
+            offset = 0
+        self._fc_in_offset = offset
+
+    def _scan_input(self):
+        # 3.11's order of callbacks and buffer updates; the terminator and the
+        # buffer are read afresh at every step, since collect_incoming_data()
+        # and found_terminator() may change either.
+        while True:
+            buf = self._fc_in_buffer
+            if buf is None:
+                return
+            start = self._fc_in_offset
+            available = len(buf) - start
+            if available <= 0:
+                return
+            terminator = self.get_terminator()
+            if not terminator:
+                self.collect_incoming_data(bytes(buf[start:]))
+                self.ac_in_buffer = b""
+            elif isinstance(terminator, int):
+                if available < terminator:
+                    self.collect_incoming_data(bytes(buf[start:]))
+                    self.ac_in_buffer = b""
+                    self.terminator = self.terminator - available
+                else:
+                    self.collect_incoming_data(bytes(buf[start : start + terminator]))
+                    self._consume(terminator)
+                    self.terminator = 0
+                    self.found_terminator()
+            else:
+                index = buf.find(terminator, start)
+                if index != -1:
+                    if index > start:
+                        self.collect_incoming_data(bytes(buf[start:index]))
+                    self._consume(index - start + len(terminator))
+                    self.found_terminator()
+                    continue
+                partial = _prefix_at_end(buf, terminator, start)
+                if not partial:
+                    self.collect_incoming_data(bytes(buf[start:]))
+                    self.ac_in_buffer = b""
+                    continue
+                if partial != available:
+                    self.collect_incoming_data(bytes(buf[start : start + available - partial]))
+                    self._consume(available - partial)
+                return
+
+    # -- output --------------------------------------------------------------
+
+    @property
+    def producer_fifo(self):
+        return self._fc_producer_fifo
+
+    @producer_fifo.setter
+    def producer_fifo(self, fifo):
+        self._fc_producer_fifo = fifo
+        # Only a ProducerFifo of its own reports turning empty or non-empty;
+        # anything else is looked at every iteration.
+        owner_ref = fifo._owner_ref if isinstance(fifo, ProducerFifo) else None
+        self._fc_interest_stable = owner_ref is not None and owner_ref() is self
+        self._mark_dirty()
+
+    def _fc_write_interest(self):
+        return not self._fc_accepting and (bool(self._fc_producer_fifo) or not self._fc_connected)
+
+    def handle_write(self):
+        self.initiate_send()
+
+    def push(self, data):
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError("data argument must be byte-ish (%r)", type(data))
+        size = self.ac_out_buffer_size
+        fifo = self.producer_fifo
+        if len(data) > size:
+            for i in range(0, len(data), size):
+                fifo.append(data[i : i + size])
+        else:
+            fifo.append(data)
+        self.initiate_send()
+
+    def push_with_producer(self, producer):
+        self.producer_fifo.append(producer)
+        self.initiate_send()
+
+    def readable(self):
+        return 1
+
+    def writable(self):
+        return self.producer_fifo or (not self.connected)
+
+    _fc_readable = readable
+    _fc_writable = writable
+
+    def close_when_done(self):
+        self.producer_fifo.append(None)
+
+    def initiate_send(self):
+        # One send per call, in 3.11's order.
+        while self.producer_fifo and self.connected:
+            fifo = self.producer_fifo
+            first = fifo[0]
+            if not first:
+                del fifo[0]
+                if first is None:
+                    self._close_once()
+                    return
+            size = self.ac_out_buffer_size
+            try:
+                data = first[:size]
+            except TypeError:
+                data = first.more()  # a producer
+                if data:
+                    fifo.appendleft(data)
+                else:
+                    del fifo[0]
+                continue
+            if isinstance(data, str) and self.use_encoding:
+                data = bytes(data, self.encoding)
+            elif type(data) is memoryview and type(self).send is not DispatcherBase.send:
+                data = bytes(data)  # an overriding send() expects what 3.11 passed
+            try:
+                num_sent = self.send(data)
+            except OSError:
+                self.handle_error()
+                return
+            if num_sent:
+                if num_sent < len(data) or size < len(first):
+                    if type(first) is bytes:
+                        first = memoryview(first)
+                    fifo[0] = first[num_sent:]
+                else:
+                    del fifo[0]
+            return
+
+    def discard_buffers(self):
+        self.ac_in_buffer = b""
+        del self.incoming[:]
+        self.producer_fifo.clear()
