@@ -139,8 +139,14 @@ static int fc_kqueue_wait(int kq, fc_event *out, int maxevents, int timeout_ms)
         out[i].fd = (int)evs[i].ident;
         if (evs[i].flags & EV_ERROR)
             flags |= FC_ERR;
-        else if (evs[i].filter == EVFILT_READ)
+        else if (evs[i].filter == EVFILT_READ) {
             flags |= FC_IN;
+#ifdef EV_OOBAND
+            /* macOS flags urgent (out-of-band) data on the read filter. */
+            if (evs[i].flags & EV_OOBAND)
+                flags |= FC_PRI;
+#endif
+        }
         else if (evs[i].filter == EVFILT_WRITE)
             flags |= FC_OUT;
         if (evs[i].flags & EV_EOF) {
