@@ -264,6 +264,18 @@ static uint64_t fc_dict_version(PyObject *d)
 #endif
 }
 
+/* ---- class version tags -------------------------------------------------- */
+/* CPython gives a class a version tag for its method cache and drops it when
+ * the class or one of its bases is modified: a tag still equal to the one
+ * recorded means readable/writable were not replaced. 0: no valid tag. */
+static unsigned int fc_type_version(PyObject *cls)
+{
+    PyTypeObject *t = (PyTypeObject *)cls;
+    if (!PyType_HasFeature(t, Py_TPFLAGS_VALID_VERSION_TAG))
+        return 0;
+    return t->tp_version_tag;
+}
+
 /* ---- monotonic clock --------------------------------------------------- */
 static double fc_monotonic(void)
 {

@@ -14,6 +14,7 @@ from cpython.bytearray cimport PyByteArray_AS_STRING
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from cpython.exc cimport PyErr_CheckSignals
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
+from cpython.object cimport PyObject_GenericSetAttr
 from libc.errno cimport EBADF, EEXIST, EINTR, EINVAL, ENOENT, ENOTCONN, EPERM
 from libc.stdint cimport uint64_t
 from libc.string cimport memchr, memcmp
@@ -21,7 +22,7 @@ from libc.string cimport memchr, memcmp
 from system cimport (
     FASTCORE_DEBUG, FC_ERR, FC_HAVE_EPOLL, FC_HAVE_KQUEUE, FC_HUP, FC_IN, FC_NO_VERSION, FC_NVAL,
     FC_OUT, FC_PRI, FC_EPOLL_ADD, FC_EPOLL_DEL, FC_EPOLL_MOD, close, errno,
-    fc_dict_version, fc_epoll_create, fc_epoll_ctl, fc_epoll_wait, fc_event,
+    fc_dict_version, fc_type_version, fc_epoll_create, fc_epoll_ctl, fc_epoll_wait, fc_event,
     fc_fd_setsize, fc_kqueue_create, fc_kqueue_set, fc_kqueue_wait, fc_monotonic,
     fc_poll_wait, fc_select_wait, pollfd,
 )
@@ -46,6 +47,11 @@ from fastcore._common import (
 )
 
 
+cdef extern from "Python.h":
+    # PyObject_GenericSetAttr with a NULL value deletes.
+    int generic_delattr "PyObject_GenericSetAttr" (object o, object name, void *value) except -1
+
+
 cdef extern from "string.h" nogil:
     void *memmem(const void *haystack, size_t haystacklen,
                  const void *needle, size_t needlelen)
@@ -59,6 +65,12 @@ cdef object _chat_readable, _chat_writable, _chat_get_terminator
 cdef object _base_handle_read_event, _base_handle_write_event
 cdef object _dispatcher_send, _dispatcher_recv
 cdef object _chat_handle_read, _chat_handle_write, _chat_initiate_send
+
+# Methods the core calls in C when a dispatcher still has the core's own.
+cdef frozenset _FAST_PATH_METHODS = frozenset({
+    "readable", "writable", "handle_read_event", "handle_write_event", "handle_read",
+    "handle_write", "recv", "send", "initiate_send", "get_terminator",
+})
 
 # Forward declarations: the parts refer to each other.
 cdef class Registry

@@ -96,7 +96,7 @@ cdef inline bint still_owns(object map, Entry entry):
 
 cdef inline int do_read(object obj) except -1:
     if isinstance(obj, DispatcherBase) and \
-            type(obj).handle_read_event is _base_handle_read_event:
+            (<DispatcherBase>obj).uses("handle_read_event", _base_handle_read_event):
         (<DispatcherBase>obj).read_event()
     else:
         obj.handle_read_event()
@@ -105,7 +105,7 @@ cdef inline int do_read(object obj) except -1:
 
 cdef inline int do_write(object obj) except -1:
     if isinstance(obj, DispatcherBase) and \
-            type(obj).handle_write_event is _base_handle_write_event:
+            (<DispatcherBase>obj).uses("handle_write_event", _base_handle_write_event):
         (<DispatcherBase>obj).write_event()
     else:
         obj.handle_write_event()

@@ -17,6 +17,8 @@ cdef class DispatcherBase:
     cdef bint _close_handled
     cdef unsigned long _close_iteration
     cdef list _entries     # the registries' entries for this dispatcher
+    cdef bint _own_methods  # the instance has its own method among _FAST_PATH_METHODS
+    cdef bint _new_socket  # socket assigned since the last registration
 
     def __cinit__(self, *args, **kwargs):
         self._connected = False
@@ -53,6 +55,31 @@ cdef class DispatcherBase:
 
     def _mark_dirty(self):
         self.mark_dirty()
+
+    # The loop must hear of three kinds of assignment to an instance:
+    # readable/writable (it becomes polled, or tracked again), a method the
+    # core otherwise calls without a Python call (the fast path is off), and
+    # a new socket (which may have the old one's fd number, and so must be
+    # registered with the kernel again).
+    def __setattr__(self, name, value):
+        PyObject_GenericSetAttr(self, name, value)
+        if name in _FAST_PATH_METHODS:
+            self._own_methods = True
+            self.mark_dirty()
+        elif name == "socket":
+            self._new_socket = True
+            self.mark_dirty()
+
+    def __delattr__(self, name):
+        generic_delattr(self, name, NULL)
+        if name in _FAST_PATH_METHODS:
+            own = getattr(self, "__dict__")
+            self._own_methods = any(method in own for method in _FAST_PATH_METHODS)
+            self.mark_dirty()
+
+    cdef inline bint uses(self, object name, object builtin):
+        """True if self.<name> is the core's own method, builtin."""
+        return not self._own_methods and getattr(type(self), name) is builtin
 
     def readable(self):
         return True
@@ -117,7 +144,7 @@ cdef class DispatcherBase:
             return 0
         if not self._is_connected and self.connecting:
             self.handle_connect_event()
-        if type(self).handle_read is _chat_handle_read:
+        if self.uses("handle_read", _chat_handle_read):
             (<ChatBase>self).chat_read()
         else:
             self.handle_read()
@@ -140,7 +167,7 @@ cdef class DispatcherBase:
         if not self._is_connected:
             if self.connecting:
                 self.handle_connect_event()
-        if type(self).handle_write is _chat_handle_write:
+        if self.uses("handle_write", _chat_handle_write):
             (<ChatBase>self).initiate()
         else:
             self.handle_write()

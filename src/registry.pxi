@@ -63,6 +63,9 @@ cdef int classify(object obj) except -1:
     instance_dict = getattr(obj, "__dict__", None)
     if instance_dict and ("readable" in instance_dict or "writable" in instance_dict):
         return KIND_POLLED
+    if fc_type_version(cls) == 0:
+        # No version tag: a later change to the class would go unseen.
+        return KIND_POLLED
     if writable is _base_writable:
         return KIND_BASE
     if writable is _with_send_writable:
@@ -132,6 +135,10 @@ cdef int process_dirty() except -1:
         obj = <DispatcherBase>_dirty.pop()
         obj._dirty = False
         if obj._entries:
+            if obj._new_socket:
+                obj._new_socket = False
+                for e in obj._entries:
+                    (<Entry>e).reg.register_again(<Entry>e)
             try:
                 for e in list(obj._entries):
                     entry = <Entry>e
@@ -148,6 +155,7 @@ cdef class Registry:
     cdef str backend
     cdef Poller poller
     cdef dict entries      # fd -> Entry
+    cdef dict classes      # class of tracked entries -> (version tag, readable, writable)
     cdef dict polled       # fd -> Entry looked at every iteration
     cdef dict always       # fd -> Entry the poller refuses: always ready
     cdef list broken       # entries whose close is still to be handled
@@ -162,6 +170,7 @@ cdef class Registry:
         self.backend = backend
         self.poller = new_poller(backend)
         self.entries = {}
+        self.classes = {}
         self.polled = {}
         self.always = {}
         self.broken = []
@@ -306,6 +315,7 @@ cdef class Registry:
         if entry.kind == KIND_POLLED:
             self.polled[entry.fd] = entry
             return 0
+        self.watch_class(type(disp))
         # A producer_fifo that is not ours cannot tell us when it fills: such
         # a chat is looked at every iteration (in C) instead.
         if entry.kind == KIND_CHAT and not (<ChatBase>disp)._fifo_tracked:
@@ -345,12 +355,53 @@ cdef class Registry:
             self.set_interest(entry, interest_mask(readable, writable, self.style))
         return 0
 
+    cdef int register_again(self, Entry entry) except -1:
+        """The dispatcher has a new socket, perhaps under the old fd number:
+        what the kernel knows of the fd is stale."""
+        if entry.mask and self.always.pop(entry.fd, None) is None:
+            self.unregister(entry.fd, entry.mask)
+        entry.mask = 0
+        entry.broken = False
+        return 0
+
     cdef int unregister(self, int fd, int old_mask) except -1:
         self.unregistrations += 1
         if self.poller.set_mask(fd, old_mask, 0) == 1:
             # Closed behind our back: a dup elsewhere may keep its kernel
             # registration, and its events, alive.
             self.needs_rebuild = True
+        return 0
+
+    cdef int watch_class(self, object cls) except -1:
+        """Remember the class of a tracked dispatcher, to notice when its
+        readable/writable are replaced later (see check_classes)."""
+        if cls not in self.classes:
+            self.classes[cls] = (fc_type_version(cls), cls.readable, cls.writable)
+        return 0
+
+    cdef int check_classes(self) except -1:
+        """Classes whose version tag moved: if readable/writable changed,
+        their dispatchers are looked at again (the tag moves for any change
+        to a class, a counter in a class attribute included)."""
+        cdef list changed = None
+        cdef Entry entry
+        for cls, seen in self.classes.items():
+            if fc_type_version(cls) != (<tuple>seen)[0]:
+                if changed is None:
+                    changed = []
+                changed.append(cls)
+        if changed is None:
+            return 0
+        for cls in changed:
+            version, readable, writable = self.classes.pop(cls)
+            if cls.readable is readable and cls.writable is writable:
+                self.classes[cls] = (fc_type_version(cls), readable, writable)
+                changed.remove(cls)
+        if changed:
+            for e in self.entries.values():
+                entry = <Entry>e
+                if type(entry.obj) in changed:
+                    (<DispatcherBase>entry.obj).mark_dirty()
         return 0
 
     cdef int set_interest(self, Entry entry, int mask) except -1:
@@ -398,6 +449,8 @@ cdef class Registry:
                 if entry.kind != KIND_POLLED:
                     self.refresh(entry)
         self.sync()
+        if self.classes:
+            self.check_classes()
         process_dirty()
         if self.polled:
             for e in list(self.polled.values()):

@@ -38,3 +38,4 @@ cdef extern from "compat.h" nogil:
 
 cdef extern from "compat.h":
     uint64_t fc_dict_version(object d)
+    unsigned int fc_type_version(object cls)
