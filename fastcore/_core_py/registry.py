@@ -71,11 +71,30 @@ class Registered:
     _fc_close_iteration = 0
     _fc_readable = None
     _fc_writable = None
+    _fc_new_socket = False  # socket assigned since the last registration
 
     def _mark_dirty(self):
         if not self._fc_dirty and self._fc_entries:
             self._fc_dirty = True
             _dirty.append(self)
+
+    # The loop must hear of readable/writable given to (or taken from) an
+    # instance, and of a new socket, which may have the old one's fd number
+    # and so must be registered with the kernel again.
+    def __setattr__(self, name, value):
+        object.__setattr__(self, name, value)
+        if name in _WATCHED_ATTRIBUTES:
+            if name == "socket":
+                object.__setattr__(self, "_fc_new_socket", True)
+            self._mark_dirty()
+
+    def __delattr__(self, name):
+        object.__delattr__(self, name)
+        if name in _WATCHED_ATTRIBUTES:
+            self._mark_dirty()
+
+
+_WATCHED_ATTRIBUTES = frozenset({"readable", "writable", "socket"})
 
 
 def process_dirty():
@@ -83,6 +102,11 @@ def process_dirty():
     while _dirty:
         obj = _dirty.pop()
         obj._fc_dirty = False
+        if obj._fc_new_socket:
+            obj._fc_new_socket = False
+            for entry in tuple(obj._fc_entries):
+                if entry.registry is not None:
+                    entry.registry._register_again(entry)
         for entry in tuple(obj._fc_entries):
             if entry.registry is not None:
                 entry.registry._refresh(entry)
@@ -216,6 +240,7 @@ class Registry:
         self.pid = os.getpid()
         self.select_style = True
         self.entries = {}  # fd -> _Entry
+        self.classes = {}  # class of TRACKED entries -> its (readable, writable)
         self.volatile = {}  # fd -> _Entry not TRACKED, in map order
         self.unregistrations = 0  # a wait that saw one may report fds just dropped
 
@@ -335,6 +360,29 @@ class Registry:
 
     # -- interest ------------------------------------------------------------
 
+    def _register_again(self, entry):
+        """The object has a new socket, perhaps under the old fd number: what
+        the kernel knows of the fd is stale."""
+        if entry.mask:
+            self._unregister(entry.fd)
+            entry.mask = 0
+        entry.broken = False
+
+    def _check_classes(self):
+        """Dispatchers whose class had readable/writable replaced since they
+        were tracked are looked at again."""
+        changed = [
+            cls
+            for cls, (readable, writable) in self.classes.items()
+            if cls.readable is not readable or cls.writable is not writable
+        ]
+        if changed:
+            for cls in changed:
+                del self.classes[cls]
+            for entry in self.entries.values():
+                if type(entry.obj) in changed:
+                    entry.obj._mark_dirty()
+
     def _refresh(self, entry):
         """A dirty object's entry: its kind may have changed, and a tracked
         entry's interest is recomputed."""
@@ -345,8 +393,12 @@ class Registry:
                 self.volatile.pop(entry.fd, None)
             else:
                 self.volatile[entry.fd] = entry
-        if kind == TRACKED and not entry.broken:
-            self._update(entry)
+        if kind == TRACKED:
+            cls = type(entry.obj)
+            if cls not in self.classes:
+                self.classes[cls] = (cls.readable, cls.writable)
+            if not entry.broken:
+                self._update(entry)
 
     def _update(self, entry):
         obj = entry.obj
@@ -422,6 +474,8 @@ class Registry:
                     entry.obj._mark_dirty()
         if not self._in_step():
             self._reconcile()
+        if self.classes:
+            self._check_classes()
         process_dirty()
         if self.volatile:
             for entry in list(self.volatile.values()):
