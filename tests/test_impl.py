@@ -1,0 +1,101 @@
+"""Implementation selection: the extension vs the pure-Python twin."""
+
+import importlib.util
+import os
+import select
+import sys
+
+import pytest
+import support
+
+pytestmark = pytest.mark.fastcore_only
+
+ALL_BACKENDS = ("epoll", "kqueue", "poll", "select")
+
+
+def _env_flag(name):
+    return os.environ.get(name, "") not in ("", "0")
+
+
+def test_extension_is_bool(fastcore_pkg):
+    assert isinstance(fastcore_pkg.EXTENSION, bool)
+
+
+def test_expected_implementation(fastcore_pkg):
+    if _env_flag("FASTCORE_NO_EXTENSIONS"):
+        assert fastcore_pkg.EXTENSION is False, (
+            "FASTCORE_NO_EXTENSIONS=1 must select the pure-Python twin")
+    elif _env_flag("FASTCORE_EXPECT_EXTENSION"):
+        assert fastcore_pkg.EXTENSION is True, (
+            "FASTCORE_EXPECT_EXTENSION=1 but the compiled core was not used "
+            "(fastcore._core_c missing or failed to import)")
+    else:
+        # no expectation given: EXTENSION says whether the compiled core is there
+        has_c = importlib.util.find_spec("fastcore._core_c") is not None
+        if not has_c:
+            assert fastcore_pkg.EXTENSION is False
+
+
+def _run_python(code, **env_updates):
+    return support.run_python(["-c", code], env_updates)
+
+
+def test_no_extensions_env_forces_twin_in_subprocess(fastcore_pkg):
+    r = _run_python("import fastcore; print(fastcore.EXTENSION)", FASTCORE_NO_EXTENSIONS="1")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "False"
+
+
+def test_default_selection_in_subprocess(fastcore_pkg):
+    r = _run_python("import fastcore; print(fastcore.EXTENSION)", FASTCORE_NO_EXTENSIONS=None)
+    assert r.returncode == 0, r.stderr
+    spec = importlib.util.find_spec("fastcore._core_c")
+    if spec is None:
+        assert r.stdout.strip() == "False"
+    elif _env_flag("FASTCORE_EXPECT_EXTENSION"):
+        assert r.stdout.strip() == "True"
+    else:
+        assert r.stdout.strip() in ("True", "False")
+
+
+def test_both_implementations_expose_the_same_core_api(fastcore_pkg):
+    """The facade's public classes and functions exist whatever core is used."""
+    code = ("import fastcore\n"
+            "from fastcore import asyncore, asynchat\n"
+            "names = ['dispatcher', 'dispatcher_with_send', 'loop', 'poll', 'poll2', 'read', "
+            "'write', 'readwrite', '_exception', 'close_all', 'compact_traceback', 'ExitNow']\n"
+            "missing = [n for n in names if not hasattr(asyncore, n)]\n"
+            "missing += [n for n in ('async_chat', 'simple_producer', 'find_prefix_at_end') "
+            "if not hasattr(asynchat, n)]\n"
+            "print(fastcore.EXTENSION, missing)\n")
+    r = _run_python(code, FASTCORE_NO_EXTENSIONS="1")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "False []"
+    if importlib.util.find_spec("fastcore._core_c") is not None:
+        r = _run_python(code, FASTCORE_NO_EXTENSIONS=None)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.strip().endswith("[]")
+
+
+def test_default_backend(fastcore_pkg):
+    b = fastcore_pkg.default_backend()
+    assert isinstance(b, str)
+    if sys.platform.startswith("linux"):
+        assert b == "epoll"
+    elif sys.platform == "darwin" or "bsd" in sys.platform:
+        assert b == "kqueue"
+    assert b in fastcore_pkg.available_backends()
+
+
+def test_available_backends(fastcore_pkg):
+    backends = fastcore_pkg.available_backends()
+    assert isinstance(backends, tuple)
+    assert len(backends) == len(set(backends)) >= 1
+    assert set(backends) <= set(ALL_BACKENDS)
+    assert backends[0] == fastcore_pkg.default_backend()
+    assert "select" in backends
+    assert ("poll" in backends) == hasattr(select, "poll")
+    assert ("epoll" in backends) == hasattr(select, "epoll")
+    if sys.platform.startswith("linux"):
+        assert "kqueue" not in backends
+        assert "epoll" in backends
