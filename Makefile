@@ -25,7 +25,7 @@ test:
 	FASTCORE_NO_EXTENSIONS=1 $(PYTEST)
 
 bench:
-	$(PYTHON) bench/run.py
+	$(PYTHON) bench/iteration_cost.py
 
 lint:
 	ruff check .
