@@ -97,7 +97,7 @@ cdef class ChatBase(DispatcherBase):
 
     cdef int chat_read(self) except -1:
         try:
-            if self.uses("recv", _dispatcher_recv):
+            if self.uses(FAST_RECV):
                 data = self.sock_recv(self.ac_in_buffer_size)
             else:
                 data = self.recv(self.ac_in_buffer_size)
@@ -141,7 +141,7 @@ cdef class ChatBase(DispatcherBase):
         cdef const char *start
         cdef bytearray buf
         cdef bytes needle
-        cdef bint own_get_terminator = self.uses("get_terminator", _chat_get_terminator)
+        cdef bint own_get_terminator = self.uses(FAST_GET_TERMINATOR)
         while True:
             available = len(self._inbuf) - self._inpos
             if available <= 0:
@@ -232,7 +232,7 @@ cdef class ChatBase(DispatcherBase):
 
     cdef int initiate(self) except -1:
         """self.initiate_send(), without a Python call unless overridden."""
-        if self.uses("initiate_send", _chat_initiate_send):
+        if self.uses(FAST_INITIATE_SEND):
             return self.send_some()
         self.initiate_send()
         return 0
@@ -268,7 +268,7 @@ cdef class ChatBase(DispatcherBase):
 
     cdef int send_some(self) except -1:
         cdef Py_ssize_t num_sent, obs
-        cdef bint plain_send = self.uses("send", _dispatcher_send)
+        cdef bint plain_send = self.uses(FAST_SEND)
         while self._fifo and self._is_connected:
             fifo = self._fifo
             first = fifo[0]

@@ -72,6 +72,39 @@ cdef frozenset _FAST_PATH_METHODS = frozenset({
     "handle_write", "recv", "send", "initiate_send", "get_terminator",
 })
 
+cdef enum:
+    FAST_READ_EVENT = 1
+    FAST_WRITE_EVENT = 2
+    FAST_HANDLE_READ = 4
+    FAST_HANDLE_WRITE = 8
+    FAST_RECV = 16
+    FAST_SEND = 32
+    FAST_INITIATE_SEND = 64
+    FAST_GET_TERMINATOR = 128
+
+
+cdef int fast_paths_of(object cls) except -1:
+    """FAST_* bits of the core's methods that cls has not overridden."""
+    cdef int bits = 0
+    if cls.handle_read_event is _base_handle_read_event:
+        bits |= FAST_READ_EVENT
+    if cls.handle_write_event is _base_handle_write_event:
+        bits |= FAST_WRITE_EVENT
+    if getattr(cls, "handle_read", None) is _chat_handle_read:
+        bits |= FAST_HANDLE_READ
+    if getattr(cls, "handle_write", None) is _chat_handle_write:
+        bits |= FAST_HANDLE_WRITE
+    if cls.recv is _dispatcher_recv:
+        bits |= FAST_RECV
+    if cls.send is _dispatcher_send:
+        bits |= FAST_SEND
+    if getattr(cls, "initiate_send", None) is _chat_initiate_send:
+        bits |= FAST_INITIATE_SEND
+    if getattr(cls, "get_terminator", None) is _chat_get_terminator:
+        bits |= FAST_GET_TERMINATOR
+    return bits
+
+
 # Forward declarations: the parts refer to each other.
 cdef class Registry
 cdef class DispatcherBase

@@ -96,7 +96,7 @@ cdef inline bint still_owns(object map, Entry entry):
 
 cdef inline int do_read(object obj) except -1:
     if isinstance(obj, DispatcherBase) and \
-            (<DispatcherBase>obj).uses("handle_read_event", _base_handle_read_event):
+            (<DispatcherBase>obj).uses(FAST_READ_EVENT):
         (<DispatcherBase>obj).read_event()
     else:
         obj.handle_read_event()
@@ -105,7 +105,7 @@ cdef inline int do_read(object obj) except -1:
 
 cdef inline int do_write(object obj) except -1:
     if isinstance(obj, DispatcherBase) and \
-            (<DispatcherBase>obj).uses("handle_write_event", _base_handle_write_event):
+            (<DispatcherBase>obj).uses(FAST_WRITE_EVENT):
         (<DispatcherBase>obj).write_event()
     else:
         obj.handle_write_event()
@@ -250,12 +250,6 @@ cdef int poll_once(object timeout, object map, int style, str backend) except -1
             entry = <Entry>item[0]
             if item[1] & FC_PRI and still_owns(map, entry):
                 run_expt(entry.obj)
-
-    # Whatever a handler did, these get their interest looked at again.
-    for item in ready:
-        obj = (<Entry>item[0]).obj
-        if isinstance(obj, DispatcherBase):
-            (<DispatcherBase>obj).mark_dirty()
     return 0
 
 

@@ -19,6 +19,9 @@ cdef class DispatcherBase:
     cdef list _entries     # the registries' entries for this dispatcher
     cdef bint _own_methods  # the instance has its own method among _FAST_PATH_METHODS
     cdef bint _new_socket  # socket assigned since the last registration
+    cdef bint _reclassify  # readable/writable may have been replaced: kind to check
+    cdef int _fast_paths   # FAST_* bits of the methods its class left to the core
+    cdef unsigned int _fast_version  # the class's version tag when they were worked out
 
     def __cinit__(self, *args, **kwargs):
         self._connected = False
@@ -65,6 +68,7 @@ cdef class DispatcherBase:
         PyObject_GenericSetAttr(self, name, value)
         if name in _FAST_PATH_METHODS:
             self._own_methods = True
+            self._reclassify = True
             self.mark_dirty()
         elif name == "socket":
             self._new_socket = True
@@ -75,11 +79,20 @@ cdef class DispatcherBase:
         if name in _FAST_PATH_METHODS:
             own = getattr(self, "__dict__")
             self._own_methods = any(method in own for method in _FAST_PATH_METHODS)
+            self._reclassify = True
             self.mark_dirty()
 
-    cdef inline bint uses(self, object name, object builtin):
-        """True if self.<name> is the core's own method, builtin."""
-        return not self._own_methods and getattr(type(self), name) is builtin
+    cdef inline bint uses(self, int method):
+        """True if the method (a FAST_* bit) is still the core's own, so C
+        may call it directly. Worked out once per class version."""
+        cdef unsigned int version
+        if self._own_methods:
+            return False
+        version = fc_type_version(type(self))
+        if version == 0 or version != self._fast_version:
+            self._fast_paths = fast_paths_of(type(self))
+            self._fast_version = fc_type_version(type(self))
+        return self._fast_paths & method
 
     def readable(self):
         return True
@@ -144,7 +157,7 @@ cdef class DispatcherBase:
             return 0
         if not self._is_connected and self.connecting:
             self.handle_connect_event()
-        if self.uses("handle_read", _chat_handle_read):
+        if self.uses(FAST_HANDLE_READ):
             (<ChatBase>self).chat_read()
         else:
             self.handle_read()
@@ -167,7 +180,7 @@ cdef class DispatcherBase:
         if not self._is_connected:
             if self.connecting:
                 self.handle_connect_event()
-        if self.uses("handle_write", _chat_handle_write):
+        if self.uses(FAST_HANDLE_WRITE):
             (<ChatBase>self).initiate()
         else:
             self.handle_write()

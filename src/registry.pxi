@@ -142,8 +142,9 @@ cdef int process_dirty() except -1:
             try:
                 for e in list(obj._entries):
                     entry = <Entry>e
-                    if entry.kind != KIND_POLLED or classify(obj) != KIND_POLLED:
+                    if entry.kind != KIND_POLLED or obj._reclassify:
                         entry.reg.refresh(entry)
+                obj._reclassify = False
             except BaseException:
                 obj.mark_dirty()
                 raise
@@ -155,7 +156,7 @@ cdef class Registry:
     cdef str backend
     cdef Poller poller
     cdef dict entries      # fd -> Entry
-    cdef dict classes      # class of tracked entries -> (version tag, readable, writable)
+    cdef dict classes      # class of its dispatchers -> (version tag, readable, writable)
     cdef dict polled       # fd -> Entry looked at every iteration
     cdef dict always       # fd -> Entry the poller refuses: always ready
     cdef list broken       # entries whose close is still to be handled
@@ -272,6 +273,7 @@ cdef class Registry:
             self.polled[fd] = entry
         if isinstance(obj, DispatcherBase):
             disp = <DispatcherBase>obj
+            self.watch_class(type(obj))
             if disp._entries is None:
                 disp._entries = [entry]
             else:
@@ -311,11 +313,11 @@ cdef class Registry:
         cdef bint writable
         if entry.removed:
             return 0
-        entry.kind = classify(disp)
+        if disp._reclassify:
+            entry.kind = classify(disp)
         if entry.kind == KIND_POLLED:
             self.polled[entry.fd] = entry
             return 0
-        self.watch_class(type(disp))
         # A producer_fifo that is not ours cannot tell us when it fills: such
         # a chat is looked at every iteration (in C) instead.
         if entry.kind == KIND_CHAT and not (<ChatBase>disp)._fifo_tracked:
@@ -373,8 +375,8 @@ cdef class Registry:
         return 0
 
     cdef int watch_class(self, object cls) except -1:
-        """Remember the class of a tracked dispatcher, to notice when its
-        readable/writable are replaced later (see check_classes)."""
+        """Remember the class of a dispatcher, to notice when its readable/
+        writable are replaced later (see check_classes)."""
         if cls not in self.classes:
             self.classes[cls] = (fc_type_version(cls), cls.readable, cls.writable)
         return 0
@@ -401,6 +403,7 @@ cdef class Registry:
             for e in self.entries.values():
                 entry = <Entry>e
                 if type(entry.obj) in changed:
+                    (<DispatcherBase>entry.obj)._reclassify = True
                     (<DispatcherBase>entry.obj).mark_dirty()
         return 0
 

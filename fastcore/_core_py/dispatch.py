@@ -142,10 +142,6 @@ def _iterate(timeout, map, backend, select_style):
         _dispatch_select(ready, map, iteration)
     else:
         _dispatch_poll(ready, map, iteration)
-    # Whatever a handler did, these get their interest looked at again.
-    for _, obj, _, _ in ready:
-        if isinstance(obj, Registered):
-            obj._mark_dirty()
 
 
 def _alive(map, fd, obj, iteration):
