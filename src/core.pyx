@@ -66,8 +66,9 @@ cdef object _base_handle_read_event, _base_handle_write_event
 cdef object _dispatcher_send, _dispatcher_recv
 cdef object _chat_handle_read, _chat_handle_write, _chat_initiate_send
 
-# Methods the core calls in C when a dispatcher still has the core's own.
-cdef frozenset _FAST_PATH_METHODS = frozenset({
+# Methods whose assignment to an instance the loop must hear of: readable and
+# writable decide its kind, the others the core calls without a Python call.
+cdef frozenset _WATCHED_METHODS = frozenset({
     "readable", "writable", "handle_read_event", "handle_write_event", "handle_read",
     "handle_write", "recv", "send", "initiate_send", "get_terminator",
 })
@@ -83,25 +84,15 @@ cdef enum:
     FAST_GET_TERMINATOR = 128
 
 
+cdef tuple _fast_path_table   # (FAST_* bit, method name, the core's function)
+
+
 cdef int fast_paths_of(object cls) except -1:
     """FAST_* bits of the core's methods that cls has not overridden."""
     cdef int bits = 0
-    if cls.handle_read_event is _base_handle_read_event:
-        bits |= FAST_READ_EVENT
-    if cls.handle_write_event is _base_handle_write_event:
-        bits |= FAST_WRITE_EVENT
-    if getattr(cls, "handle_read", None) is _chat_handle_read:
-        bits |= FAST_HANDLE_READ
-    if getattr(cls, "handle_write", None) is _chat_handle_write:
-        bits |= FAST_HANDLE_WRITE
-    if cls.recv is _dispatcher_recv:
-        bits |= FAST_RECV
-    if cls.send is _dispatcher_send:
-        bits |= FAST_SEND
-    if getattr(cls, "initiate_send", None) is _chat_initiate_send:
-        bits |= FAST_INITIATE_SEND
-    if getattr(cls, "get_terminator", None) is _chat_get_terminator:
-        bits |= FAST_GET_TERMINATOR
+    for bit, name, builtin in _fast_path_table:
+        if getattr(cls, name, None) is builtin:
+            bits |= bit
     return bits
 
 
@@ -130,3 +121,13 @@ _dispatcher_recv = DispatcherBase.recv
 _chat_handle_read = ChatBase.handle_read
 _chat_handle_write = ChatBase.handle_write
 _chat_initiate_send = ChatBase.initiate_send
+_fast_path_table = (
+    (FAST_READ_EVENT, "handle_read_event", _base_handle_read_event),
+    (FAST_WRITE_EVENT, "handle_write_event", _base_handle_write_event),
+    (FAST_HANDLE_READ, "handle_read", _chat_handle_read),
+    (FAST_HANDLE_WRITE, "handle_write", _chat_handle_write),
+    (FAST_RECV, "recv", _dispatcher_recv),
+    (FAST_SEND, "send", _dispatcher_send),
+    (FAST_INITIATE_SEND, "initiate_send", _chat_initiate_send),
+    (FAST_GET_TERMINATOR, "get_terminator", _chat_get_terminator),
+)

@@ -17,7 +17,7 @@ cdef class DispatcherBase:
     cdef bint _close_handled
     cdef unsigned long _close_iteration
     cdef list _entries     # the registries' entries for this dispatcher
-    cdef bint _own_methods  # the instance has its own method among _FAST_PATH_METHODS
+    cdef bint _own_methods  # the instance has its own method among _WATCHED_METHODS
     cdef bint _new_socket  # socket assigned since the last registration
     cdef bint _reclassify  # readable/writable may have been replaced: kind to check
     cdef int _fast_paths   # FAST_* bits of the methods its class left to the core
@@ -66,7 +66,7 @@ cdef class DispatcherBase:
     # registered with the kernel again).
     def __setattr__(self, name, value):
         PyObject_GenericSetAttr(self, name, value)
-        if name in _FAST_PATH_METHODS:
+        if name in _WATCHED_METHODS:
             self._own_methods = True
             self._reclassify = True
             self.mark_dirty()
@@ -76,9 +76,9 @@ cdef class DispatcherBase:
 
     def __delattr__(self, name):
         generic_delattr(self, name, NULL)
-        if name in _FAST_PATH_METHODS:
+        if name in _WATCHED_METHODS:
             own = getattr(self, "__dict__")
-            self._own_methods = any(method in own for method in _FAST_PATH_METHODS)
+            self._own_methods = any(method in own for method in _WATCHED_METHODS)
             self._reclassify = True
             self.mark_dirty()
 
