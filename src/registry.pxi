@@ -186,14 +186,13 @@ cdef class Registry:
         return 0
 
     cdef int switch_backend(self, str backend) except -1:
-        self.poller.close()
         self.backend = backend
         self.rebuild()
         return 0
 
     cdef int rebuild(self) except -1:
-        """A new poller with every current registration (after fork, or when
-        the kernel reports an fd the registry no longer has)."""
+        """A new poller with every current registration (another backend, a
+        fork, or the kernel reporting an fd the registry no longer has)."""
         cdef Entry entry
         cdef int mask
         self.poller.close()
