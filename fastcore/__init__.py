@@ -8,10 +8,28 @@ import sys
 import warnings
 
 from fastcore._impl import EXTENSION, core
+from fastcore.executor import run_in_executor
 
 __version__ = "0.1.0"
 
-__all__ = ["EXTENSION", "available_backends", "default_backend", "install", "__version__"]
+__all__ = [
+    "EXTENSION",
+    "Timer",
+    "available_backends",
+    "call_every",
+    "call_later",
+    "call_soon_threadsafe",
+    "default_backend",
+    "install",
+    "run_in_executor",
+    "__version__",
+]
+
+# Timers and thread hand-off: one scheduler per process, run by loop().
+Timer = core.Timer
+call_later = core.call_later
+call_every = core.call_every
+call_soon_threadsafe = core.call_soon_threadsafe
 
 
 def default_backend():

@@ -7,8 +7,11 @@ fastcore/_core_py/ is the pure-Python twin of the same design.
 """
 
 import collections
+import logging
 import os
 import sys
+import threading
+from heapq import heapify, heappop, heappush
 
 from cpython.bytearray cimport PyByteArray_AS_STRING
 from cpython.bytes cimport PyBytes_FromStringAndSize
@@ -43,6 +46,7 @@ from fastcore._common import (
     _reraised_exceptions,
     _strerror,
     check_backend,
+    check_idle_timeout,
     compact_traceback,
 )
 
@@ -101,12 +105,15 @@ cdef class Registry
 cdef class DispatcherBase
 cdef class WithSendBase
 cdef class ChatBase
+cdef class Timer
+cdef class IdleTimer
 
 include "pollers.pxi"
 include "registry.pxi"
 include "dispatcher.pxi"
 include "chat.pxi"
 include "dispatch.pxi"
+include "scheduler.pxi"
 
 _base_readable = DispatcherBase.readable
 _base_writable = DispatcherBase.writable

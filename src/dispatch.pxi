@@ -94,6 +94,15 @@ cdef inline bint still_owns(object map, Entry entry):
     return True
 
 
+cdef inline void stamp_activity(object obj) noexcept:
+    # Idle timeouts: every read or write event is activity.
+    cdef IdleTimer timer
+    if _now != 0.0 and isinstance(obj, DispatcherBase):
+        timer = (<DispatcherBase>obj)._idle_timer
+        if timer is not None:
+            timer._activity = _now
+
+
 cdef inline int do_read(object obj) except -1:
     if isinstance(obj, DispatcherBase) and \
             (<DispatcherBase>obj).uses(FAST_READ_EVENT):
@@ -113,6 +122,7 @@ cdef inline int do_write(object obj) except -1:
 
 
 cdef int run_read(object obj) except -1:
+    stamp_activity(obj)
     try:
         do_read(obj)
     except _reraised_exceptions:
@@ -123,6 +133,7 @@ cdef int run_read(object obj) except -1:
 
 
 cdef int run_write(object obj) except -1:
+    stamp_activity(obj)
     try:
         do_write(obj)
     except _reraised_exceptions:
@@ -145,6 +156,8 @@ cdef int run_expt(object obj) except -1:
 cdef int run_readwrite(object map, Entry entry, int flags) except -1:
     """poll2-style delivery of one event."""
     obj = entry.obj
+    if flags & (FC_IN | FC_OUT):
+        stamp_activity(obj)
     try:
         if flags & FC_IN:
             do_read(obj)
@@ -180,27 +193,33 @@ cdef str choose_backend(object name):
 
 
 cdef int poll_once(object timeout, object map, int style, str backend) except -1:
-    global _iteration
+    global _iteration, _now
     cdef Registry reg
     cdef Entry entry
     cdef Poller poller
     cdef int n, i, flags, ms
     cdef unsigned long unregistrations
     cdef list ready
-    if not map:
+    if not map and not scheduler_pending():
         return 0
     reg = registry_for(map, backend)
     _iteration += 1
     reg.prepare(style)
     ms = 0 if reg.always else timeout_ms(timeout)
+    if _heap or len(_soon):
+        ms = shorten_by_timers(ms)
     poller = reg.poller
     unregistrations = reg.unregistrations
     n = poller.wait(ms)
+    _now = fc_monotonic() if _heap else 0.0
 
     # Snapshot before any handler runs.
     ready = []
     entries = reg.entries
     for i in range(n):
+        if poller.events[i].fd == reg.waker:
+            drain_waker()
+            continue
         entry = entries.get(poller.events[i].fd)
         flags = poller.events[i].flags
         if entry is None or entry.mask == 0 or entry.removed:
@@ -250,6 +269,10 @@ cdef int poll_once(object timeout, object map, int style, str backend) except -1
             entry = <Entry>item[0]
             if item[1] & FC_PRI and still_owns(map, entry):
                 run_expt(entry.obj)
+    if _heap or len(_soon):
+        run_due()
+    if _claims:
+        _claims.clear()
     return 0
 
 
@@ -267,11 +290,12 @@ def loop(timeout=30.0, use_poll=False, map=None, count=None, backend="auto"):
     map = resolve_map(map)
     cdef int style = STYLE_POLL if use_poll else STYLE_SELECT
     cdef str poller = choose_backend(backend)
+    # Timers and handed-over callbacks keep the loop going too.
     if count is None:
-        while map:
+        while map or scheduler_pending():
             poll_once(timeout, map, style, poller)
     else:
-        while map and count > 0:
+        while (map or scheduler_pending()) and count > 0:
             poll_once(timeout, map, style, poller)
             count = count - 1
     if not map:

@@ -22,6 +22,11 @@ cdef class DispatcherBase:
     cdef bint _reclassify  # readable/writable may have been replaced: kind to check
     cdef int _fast_paths   # FAST_* bits of the methods its class left to the core
     cdef unsigned int _fast_version  # the class's version tag when they were worked out
+    cdef object _timeout           # idle timeout in seconds, or None
+    cdef IdleTimer _idle_timer     # while _timeout is set and it is in a map
+    cdef object _listener          # the listener whose max_connections it counts against
+    cdef Py_ssize_t _connections   # as a listener: connections counting against it
+    cdef bint _accept_paused       # as a listener: at max_connections, not read
 
     def __cinit__(self, *args, **kwargs):
         self._connected = False
@@ -50,6 +55,34 @@ cdef class DispatcherBase:
         self._accepting = value
         self._is_accepting = bool(value)
         self._mark_dirty()
+
+    @property
+    def timeout(self):
+        """Idle timeout in seconds: handle_timeout() after that long with no
+        read or write event. None (the default) for none."""
+        return self._timeout
+
+    @timeout.setter
+    def timeout(self, value):
+        self._timeout = check_idle_timeout(value)
+        self.disarm_idle()
+        if self._timeout is not None and self.in_map():
+            self._idle_timer = new_idle_timer(self, self._timeout)
+
+    cdef bint in_map(self):
+        own = getattr(self, "__dict__")
+        fd = own.get("_fileno")
+        return fd is not None and own.get("_map", {}).get(fd) is self
+
+    cdef int disarm_idle(self) except -1:
+        cdef IdleTimer timer = self._idle_timer
+        if timer is not None:
+            self._idle_timer = None
+            timer.cancel_timer()
+        return 0
+
+    def _fc_limit_changed(self):
+        check_limit(self)
 
     cdef inline void mark_dirty(self) noexcept:
         if not self._dirty and self._entries:
@@ -110,6 +143,8 @@ cdef class DispatcherBase:
         self._close_handled = False
         if reg is not None:
             reg.note_added(fd, self, before)
+        if self._timeout is not None and self._idle_timer is None:
+            self._idle_timer = new_idle_timer(self, self._timeout)
 
     def del_channel(self, map=None):
         fd = self._fileno
@@ -124,10 +159,16 @@ cdef class DispatcherBase:
             if reg is not None:
                 reg.note_removed(fd, self, before)
         self._fileno = None
+        if self._idle_timer is not None:
+            self.disarm_idle()
+        if self._listener is not None:
+            unlink_from_listener(self)
 
     def set_socket(self, sock, map=None):
         self.socket = sock
         self._fileno = sock.fileno()
+        if _claims:
+            link_to_listener(self, sock)
         self.add_channel(map)
 
     def _close_once(self):
@@ -236,6 +277,36 @@ cdef class DispatcherBase:
             except OSError as why:
                 if why.errno not in (ENOTCONN, EBADF):
                     raise
+
+
+# max_connections: a dispatcher made on a socket its listener accepted this
+# iteration counts against the listener until it leaves the map.
+
+cdef int link_to_listener(DispatcherBase obj, object sock) except -1:
+    claim = _claims.pop(obj._fileno, None)
+    if claim is None or (<tuple>claim)[1] is not sock:
+        return 0
+    listener = (<tuple>claim)[0]
+    obj._listener = listener
+    (<DispatcherBase>listener)._connections += 1
+    return check_limit(<DispatcherBase>listener)
+
+
+cdef int unlink_from_listener(DispatcherBase obj) except -1:
+    cdef DispatcherBase listener = <DispatcherBase>obj._listener
+    obj._listener = None
+    listener._connections -= 1
+    return check_limit(listener)
+
+
+cdef int check_limit(DispatcherBase listener) except -1:
+    # At the limit a listener is not read: the kernel's backlog holds the rest.
+    limit = listener.max_connections
+    cdef bint paused = limit is not None and listener._connections >= limit
+    if paused != listener._accept_paused:
+        listener._accept_paused = paused
+        listener.mark_dirty()
+    return 0
 
 
 cdef class WithSendBase(DispatcherBase):

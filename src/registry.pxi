@@ -151,6 +151,12 @@ cdef int process_dirty() except -1:
     return 0
 
 
+cdef int watch_waker(Poller poller) except -1:
+    cdef int fd = waker_fd()
+    poller.set_mask(fd, 0, FC_IN)
+    return fd
+
+
 cdef class Registry:
     cdef object map
     cdef str backend
@@ -165,11 +171,13 @@ cdef class Registry:
     cdef int style
     cdef bint needs_rebuild
     cdef unsigned long unregistrations   # a wait that saw one may report fds just dropped
+    cdef int waker         # call_soon_threadsafe's wake-up fd, watched by the poller
 
     def __cinit__(self, object map, str backend):
         self.map = map
         self.backend = backend
         self.poller = new_poller(backend)
+        self.waker = watch_waker(self.poller)
         self.entries = {}
         self.classes = {}
         self.polled = {}
@@ -197,6 +205,7 @@ cdef class Registry:
         cdef int mask
         self.poller.close()
         self.poller = new_poller(self.backend)
+        self.waker = watch_waker(self.poller)
         self.fork_generation = _fork_generation
         self.always.clear()
         self.needs_rebuild = False
@@ -333,7 +342,9 @@ cdef class Registry:
             writable = False
         # After handle_close ran, a dispatcher left in the map is no longer
         # read: a pending EOF would otherwise wake the loop forever.
-        self.set_interest(entry, interest_mask(not disp._close_handled, writable, self.style))
+        # A listener at max_connections is not read either.
+        self.set_interest(entry, interest_mask(
+            not disp._close_handled and not disp._accept_paused, writable, self.style))
         return 0
 
     cdef int ask(self, Entry entry) except -1:
@@ -350,7 +361,8 @@ cdef class Registry:
         except BaseException:
             call_handle_error(obj)
             return 0
-        if isinstance(obj, DispatcherBase) and (<DispatcherBase>obj)._close_handled:
+        if isinstance(obj, DispatcherBase) and ((<DispatcherBase>obj)._close_handled
+                                                or (<DispatcherBase>obj)._accept_paused):
             readable = False
         if self.map.get(entry.fd) is obj:
             self.set_interest(entry, interest_mask(readable, writable, self.style))

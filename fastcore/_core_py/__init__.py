@@ -14,16 +14,22 @@ from fastcore._core_py.dispatch import (
     set_default_map_source,
     write,
 )
-from fastcore._core_py.dispatcher import DispatcherBase, WithSendBase
+from fastcore._core_py.dispatcher import DispatcherBase, WithSendBase, claim_connection
 from fastcore._core_py.pollers import available_backends, default_backend
 from fastcore._core_py.registry import release_map
+from fastcore._core_py.scheduler import Timer, call_every, call_later, call_soon_threadsafe
 
 __all__ = [
     "ChatBase",
     "DispatcherBase",
+    "Timer",
     "WithSendBase",
     "_exception",
     "available_backends",
+    "call_every",
+    "call_later",
+    "call_soon_threadsafe",
+    "claim_connection",
     "default_backend",
     "find_prefix_at_end",
     "loop",

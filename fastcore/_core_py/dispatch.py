@@ -19,6 +19,8 @@ from fastcore._common import (
     _reraised_exceptions,
     check_backend,
 )
+from fastcore._core_py import scheduler
+from fastcore._core_py.dispatcher import clear_claims
 from fastcore._core_py.pollers import default_backend
 from fastcore._core_py.registry import (
     GONE,
@@ -116,11 +118,13 @@ def loop(timeout=30.0, use_poll=False, map=None, count=None, backend="auto"):
     map = _resolve(map)
     backend = check_backend(backend) or default_backend()
     select_style = not use_poll
+    # Timers and handed-over callbacks keep the loop going too.
+    pending = scheduler.pending
     if count is None:
-        while map:
+        while map or pending():
             _iterate(timeout, map, backend, select_style)
     else:
-        while map and count > 0:
+        while (map or pending()) and count > 0:
             _iterate(timeout, map, backend, select_style)
             count = count - 1
     if not map:
@@ -128,20 +132,29 @@ def loop(timeout=30.0, use_poll=False, map=None, count=None, backend="auto"):
 
 
 def _iterate(timeout, map, backend, select_style):
-    if not map:
+    if not map and not scheduler.pending():
         return
     if timeout is not None:
         timeout = min(max(timeout, 0.0), _MAX_TIMEOUT)
     registry = registry_for(map, backend)
     iteration = begin_iteration()
     registry.prepare(select_style)
-    ready = registry.wait(timeout, iteration)
-    if not ready:
-        return
-    if select_style:
-        _dispatch_select(ready, map, iteration)
-    else:
-        _dispatch_poll(ready, map, iteration)
+    ready = registry.wait(scheduler.wait_timeout(timeout), iteration)
+    if ready:
+        # Idle timeouts: every event is activity.
+        now = scheduler.now_if_timers()
+        if select_style:
+            _dispatch_select(ready, map, iteration, now)
+        else:
+            _dispatch_poll(ready, map, iteration, now)
+    scheduler.run_due()
+    clear_claims()
+
+
+def _stamp(obj, now):
+    timer = obj._fc_idle_timer
+    if timer is not None:
+        timer._activity = now
 
 
 def _alive(map, fd, obj, iteration):
@@ -154,7 +167,9 @@ def _alive(map, fd, obj, iteration):
     )
 
 
-def _run(handler, obj, fd, map):
+def _run(handler, obj, fd, map, now):
+    if now and isinstance(obj, Registered):
+        _stamp(obj, now)
     try:
         handler()
     except _reraised_exceptions:
@@ -163,12 +178,12 @@ def _run(handler, obj, fd, map):
         call_handle_error(obj, fd, map)
 
 
-def _dispatch_select(ready, map, iteration):
+def _dispatch_select(ready, map, iteration, now):
     # As 3.11's poll(): every read, then every write, then every exceptional
     # event, with select()'s view of HUP and ERR.
     for fd, obj, flags, mask in ready:
         if mask & POLLIN and flags & (POLLIN | GONE) and _alive(map, fd, obj, iteration):
-            _run(obj.handle_read_event, obj, fd, map)
+            _run(obj.handle_read_event, obj, fd, map, now)
     for fd, obj, flags, mask in ready:
         if (
             mask & POLLOUT
@@ -177,18 +192,20 @@ def _dispatch_select(ready, map, iteration):
             )
             and _alive(map, fd, obj, iteration)
         ):
-            _run(obj.handle_write_event, obj, fd, map)
+            _run(obj.handle_write_event, obj, fd, map, now)
     for fd, obj, flags, _ in ready:
         if flags & POLLPRI and _alive(map, fd, obj, iteration):
-            _run(obj.handle_expt_event, obj, fd, map)
+            _run(obj.handle_expt_event, obj, fd, map, now)
 
 
-def _dispatch_poll(ready, map, iteration):
+def _dispatch_poll(ready, map, iteration, now):
     # As 3.11's readwrite(), except that HUP/ERR with data to read does not
     # close: the read drains the data and its b"" closes.
     for fd, obj, flags, mask in ready:
         if not _alive(map, fd, obj, iteration):
             continue
+        if now and isinstance(obj, Registered) and flags & (POLLIN | POLLOUT):
+            _stamp(obj, now)
         try:
             if flags & POLLIN:
                 obj.handle_read_event()

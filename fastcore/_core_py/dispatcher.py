@@ -9,14 +9,59 @@ readable()/writable().
 from errno import EBADF, ENOTCONN, EWOULDBLOCK
 from socket import SO_ERROR, SOL_SOCKET
 
-from fastcore._common import _DISCONNECTED, _strerror
+from fastcore._common import _DISCONNECTED, _strerror, check_idle_timeout
 from fastcore._core_py import registry
 from fastcore._core_py.registry import Registered
+from fastcore._core_py.scheduler import IdleTimer
+
+# Sockets accept() returned to listeners with max_connections, this
+# iteration: fd -> (listener, socket). The dispatcher made on such a socket
+# counts against its listener until it leaves the map.
+_claims = {}
+
+
+def claim_connection(listener, sock):
+    """accept() gave ``sock`` to ``listener``, which has max_connections."""
+    _claims[sock.fileno()] = (listener, sock)
+
+
+def clear_claims():
+    _claims.clear()
+
+
+def _link_to_listener(obj, sock):
+    claim = _claims.pop(obj._fileno, None)
+    if claim is None or claim[1] is not sock:
+        return
+    listener = claim[0]
+    obj._fc_listener = listener
+    listener._fc_connections += 1
+    _check_limit(listener)
+
+
+def _unlink_from_listener(obj):
+    listener = obj._fc_listener
+    obj._fc_listener = None
+    listener._fc_connections -= 1
+    _check_limit(listener)
+
+
+def _check_limit(listener):
+    # At the limit a listener is not read: the kernel's backlog holds the rest.
+    limit = listener.max_connections
+    paused = limit is not None and listener._fc_connections >= limit
+    if paused != listener._fc_accept_paused:
+        listener._fc_accept_paused = paused
+        listener._mark_dirty()
 
 
 class DispatcherBase(Registered):
     _fc_connected = False
     _fc_accepting = False
+    _fc_timeout = None
+    _fc_idle_timer = None  # an IdleTimer while timeout is set and it is in a map
+    _fc_listener = None  # the listener whose max_connections it counts against
+    _fc_connections = 0  # as a listener: connections counting against it
 
     def __new__(cls, *args, **kwargs):
         self = super().__new__(cls)
@@ -46,6 +91,33 @@ class DispatcherBase(Registered):
         self._fc_accepting = value
         self._mark_dirty()
 
+    @property
+    def timeout(self):
+        """Idle timeout in seconds: handle_timeout() after that long with no
+        read or write event. None (the default) for none."""
+        return self._fc_timeout
+
+    @timeout.setter
+    def timeout(self, value):
+        self._fc_timeout = check_idle_timeout(value)
+        self._fc_disarm_idle()
+        if self._fc_timeout is not None and self._fc_in_map():
+            self._fc_idle_timer = IdleTimer(self, self._fc_timeout)
+
+    def _fc_limit_changed(self):
+        _check_limit(self)
+
+    def _fc_in_map(self):
+        own = self.__dict__
+        fd = own.get("_fileno")
+        return fd is not None and own.get("_map", {}).get(fd) is self
+
+    def _fc_disarm_idle(self):
+        timer = self._fc_idle_timer
+        if timer is not None:
+            self._fc_idle_timer = None
+            timer.cancel()
+
     def readable(self):
         return True
 
@@ -65,6 +137,8 @@ class DispatcherBase(Registered):
         map[fd] = self
         self._fc_close_handled = False
         registry.note_added(map, fd, self)
+        if self._fc_timeout is not None and self._fc_idle_timer is None:
+            self._fc_idle_timer = IdleTimer(self, self._fc_timeout)
 
     def del_channel(self, map=None):
         fd = self._fileno
@@ -75,10 +149,16 @@ class DispatcherBase(Registered):
         # Unregister now, while the fd is still open (close() closes it next).
         registry.note_removed(map, fd, self)
         self._fileno = None
+        if self._fc_idle_timer is not None:
+            self._fc_disarm_idle()
+        if self._fc_listener is not None:
+            _unlink_from_listener(self)
 
     def set_socket(self, sock, map=None):
         self.socket = sock
         self._fileno = sock.fileno()
+        if _claims:
+            _link_to_listener(self, sock)
         self.add_channel(map)
 
     def _close_once(self):

@@ -28,6 +28,7 @@ from fastcore._common import (
     _reraised_exceptions,
     compact_traceback,
 )
+from fastcore._core_py import scheduler
 from fastcore._core_py.pollers import default_backend, make_poller
 
 MAX_REGISTRIES = 64
@@ -72,6 +73,7 @@ class Registered:
     _fc_readable = None
     _fc_writable = None
     _fc_new_socket = False  # socket assigned since the last registration
+    _fc_accept_paused = False  # a listener at its max_connections: not read
 
     def _mark_dirty(self):
         if not self._fc_dirty and self._fc_entries:
@@ -238,6 +240,7 @@ class Registry:
         self.backend = backend
         self.poller = make_poller(backend)
         self.pid = os.getpid()
+        self.waker = self._watch_waker()
         self.select_style = True
         self.entries = {}  # fd -> _Entry
         self.classes = {}  # class of TRACKED entries -> its (readable, writable)
@@ -259,10 +262,17 @@ class Registry:
         self.poller = poller
         self.backend = backend
         self.pid = os.getpid()
+        self.waker = self._watch_waker()
         for entry in self.entries.values():
             entry.mask = 0
             if entry.kind == TRACKED:
                 entry.obj._mark_dirty()
+
+    def _watch_waker(self):
+        # call_soon_threadsafe() from another thread writes to it.
+        fd = scheduler.waker_fd()
+        self.poller.register(fd, POLLIN)
+        return fd
 
     def _live_poller(self):
         # A forked child shares the parent's epoll/kqueue: never touch it.
@@ -416,9 +426,10 @@ class Registry:
         except BaseException:
             call_handle_error(obj, entry.fd, self.map)
             return
-        if isinstance(obj, Registered) and obj._fc_close_handled:
+        if isinstance(obj, Registered) and (obj._fc_close_handled or obj._fc_accept_paused):
             # Its close was handled but it stays in the map: reading it any
-            # more would only report the same EOF forever.
+            # more would only report the same EOF forever. Or a listener at
+            # max_connections: the kernel's backlog holds the rest.
             readable = False
         mask = _READ if readable else 0
         if writable:
@@ -491,6 +502,9 @@ class Registry:
         entries = self.entries
         unregistrations = self.unregistrations
         for fd, flags in self.poller.poll(timeout):
+            if fd == self.waker:
+                scheduler.drain_waker()
+                continue
             entry = entries.get(fd)
             if entry is None or not entry.mask:
                 # Registered in the kernel but not here: a dup of a closed
