@@ -1,0 +1,139 @@
+"""A listener's max_connections: stop accepting at the limit, resume below it."""
+
+import socket
+
+import pytest
+from support import DEFAULT_TIMEOUT, LOCALHOST, run_iterations, run_until
+
+pytestmark = pytest.mark.fastcore_only
+
+
+@pytest.fixture
+def server(asyncore):
+    map = {}
+    handlers = []
+
+    class Handler(asyncore.dispatcher_with_send):
+        def handle_read(self):
+            data = self.recv(64)
+            if data:
+                self.send(data)
+
+        def handle_close(self):
+            self.close()
+
+    class Server(asyncore.dispatcher):
+        def __init__(self, limit):
+            super().__init__(map=map)
+            self.create_socket()
+            self.bind((LOCALHOST, 0))
+            self.listen(64)
+            self.max_connections = limit
+            self.address = self.socket.getsockname()
+
+        def handle_accepted(self, sock, addr):
+            handlers.append(Handler(sock, map=map))
+
+    clients = []
+
+    def connect(n):
+        for _ in range(n):
+            clients.append(socket.create_connection(server.address, timeout=DEFAULT_TIMEOUT))
+
+    server = Server(3)
+    server.map, server.handlers, server.connect, server.clients = map, handlers, connect, clients
+    yield server
+    for c in clients:
+        c.close()
+    asyncore.close_all(map=map, ignore_all=True)
+
+
+def test_stops_accepting_at_the_limit_and_resumes_as_connections_close(asyncore, server):
+    server.connect(5)
+    run_until(asyncore, server.map, lambda: len(server.handlers) == 3)
+    # The other two wait in the kernel's backlog, not accepted.
+    run_iterations(asyncore, server.map, 20)
+    assert len(server.handlers) == 3
+    # Each close lets one more in.
+    server.handlers[0].close()
+    run_until(asyncore, server.map, lambda: len(server.handlers) == 4)
+    run_iterations(asyncore, server.map, 10)
+    assert len(server.handlers) == 4
+    server.handlers[1].close()
+    run_until(asyncore, server.map, lambda: len(server.handlers) == 5)
+    # The late ones are served like the others.
+    late = server.clients[4]
+    late.sendall(b"ping")
+    got = []
+    late.setblocking(False)
+
+    def echoed():
+        try:
+            got.append(late.recv(64))
+        except BlockingIOError:
+            pass
+        return b"".join(got) == b"ping"
+
+    run_until(asyncore, server.map, echoed)
+
+
+def test_peer_closing_frees_a_slot(asyncore, server):
+    server.connect(4)
+    run_until(asyncore, server.map, lambda: len(server.handlers) == 3)
+    server.clients[0].close()
+    run_until(asyncore, server.map, lambda: len(server.handlers) == 4)
+
+
+def test_raising_the_limit_resumes_and_none_removes_it(asyncore, server):
+    server.connect(6)
+    run_until(asyncore, server.map, lambda: len(server.handlers) == 3)
+    server.max_connections = 5
+    run_until(asyncore, server.map, lambda: len(server.handlers) == 5)
+    run_iterations(asyncore, server.map, 10)
+    assert len(server.handlers) == 5
+    server.max_connections = None
+    run_until(asyncore, server.map, lambda: len(server.handlers) == 6)
+
+
+def test_with_poll_style_dispatch(asyncore, server):
+    server.connect(4)
+    run_until(asyncore, server.map, lambda: len(server.handlers) == 3, use_poll=True)
+    run_iterations(asyncore, server.map, 10, use_poll=True)
+    assert len(server.handlers) == 3
+    server.handlers[2].close()
+    run_until(asyncore, server.map, lambda: len(server.handlers) == 4, use_poll=True)
+
+
+def test_accepted_socket_not_kept_does_not_count(asyncore):
+    map = {}
+    accepted = []
+
+    class Refuser(asyncore.dispatcher):
+        max_connections = 1  # as a class attribute
+
+        def handle_accepted(self, sock, addr):
+            accepted.append(addr)
+            sock.close()
+
+    server = Refuser(map=map)
+    server.create_socket()
+    server.bind((LOCALHOST, 0))
+    server.listen(16)
+    clients = [socket.create_connection(server.socket.getsockname(), timeout=DEFAULT_TIMEOUT)
+               for _ in range(3)]
+    try:
+        assert server.max_connections == 1
+        run_until(asyncore, map, lambda: len(accepted) == 3)
+    finally:
+        for c in clients:
+            c.close()
+        asyncore.close_all(map=map)
+
+
+def test_limit_is_checked_at_assignment(asyncore):
+    disp = asyncore.dispatcher(map={})
+    for bad, exc in ((0, ValueError), (-2, ValueError), ("3", TypeError), (2.5, TypeError),
+                     (True, TypeError)):
+        with pytest.raises(exc):
+            disp.max_connections = bad
+    assert disp.max_connections is None
