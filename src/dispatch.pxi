@@ -270,10 +270,34 @@ cdef int poll_once(object timeout, object map, int style, str backend) except -1
             if item[1] & FC_PRI and still_owns(map, entry):
                 run_expt(entry.obj)
     if _heap or len(_soon):
-        run_due()
+        # Timers that fell due while the handlers ran wait for the next
+        # iteration, whose wait is then 0.
+        run_due(_now)
     if _claims:
         _claims.clear()
     return 0
+
+
+def bridge_fd(map=None, backend="auto"):
+    """The fd of the map's poller, readable whenever one of the map's fds is
+    ready: an asyncio loop watches it for fastcore.aio (epoll, kqueue)."""
+    cdef Registry reg = registry_for(resolve_map(map), choose_backend(backend))
+    cdef int fd = reg.poller.fileno()
+    if fd < 0:
+        raise ValueError("running dispatchers on asyncio needs the epoll or kqueue "
+                         "backend, not %r" % reg.backend)
+    return fd
+
+
+def flush(map=None, use_poll=False):
+    """Bring the kernel's registrations up to date with the map, as an
+    iteration does before it waits. True if some fd is always ready (a
+    regular file), which the poller's fd will not show."""
+    cdef Registry reg = registry_of(resolve_map(map))
+    if reg is None:
+        return False
+    reg.prepare(STYLE_POLL if use_poll else STYLE_SELECT)
+    return bool(reg.always)
 
 
 def poll(timeout=0.0, map=None, backend=None):

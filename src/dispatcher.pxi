@@ -88,6 +88,8 @@ cdef class DispatcherBase:
         if not self._dirty and self._entries:
             self._dirty = True
             _dirty.append(self)
+            if _change_hook is not None:
+                notify_change()
 
     def _mark_dirty(self):
         self.mark_dirty()

@@ -35,6 +35,10 @@ cdef class Poller:
     cdef int close(self) except -1:
         return 0
 
+    cdef int fileno(self):
+        """An fd that is readable while events wait (epoll, kqueue), else -1."""
+        return -1
+
     cdef int wait(self, int timeout_ms) except -1:
         """Wait for events; EINTR is retried with the time left, after the
         signal handlers ran (a KeyboardInterrupt propagates)."""
@@ -101,6 +105,9 @@ cdef class EpollPoller(Poller):
     cdef int _wait(self, int timeout_ms) noexcept nogil:
         return fc_epoll_wait(self.epfd, self.events, MAX_EVENTS, timeout_ms)
 
+    cdef int fileno(self):
+        return self.epfd
+
     cdef int close(self) except -1:
         if self.epfd >= 0:
             close(self.epfd)
@@ -144,6 +151,9 @@ cdef class KqueuePoller(Poller):
                 self.events[count] = self.events[i]
                 count += 1
         return count if n >= 0 else n
+
+    cdef int fileno(self):
+        return self.kq
 
     cdef int close(self) except -1:
         if self.kq >= 0:

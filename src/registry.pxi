@@ -23,6 +23,20 @@ cdef enum:
 cdef dict _registries = {}        # id(map) -> Registry, least recently used first
 cdef Registry _last_registry = None
 cdef list _dirty = []             # dispatchers whose interest must be recomputed
+cdef object _change_hook = None   # fastcore.aio: told when registrations fall behind
+
+
+def set_change_hook(hook):
+    """hook() is called when interest, the map or the timers change outside
+    the loop's own iterations (fastcore.aio then brings them up to date);
+    None for none."""
+    global _change_hook
+    _change_hook = hook
+
+
+cdef void notify_change() noexcept:
+    if _change_hook is not None:
+        _change_hook()
 cdef unsigned long _iteration = 0
 cdef unsigned long _fork_generation = 0
 
@@ -223,6 +237,7 @@ cdef class Registry:
 
     cdef int note_added(self, object fd, object obj, uint64_t before) except -1:
         cdef Entry entry
+        notify_change()
         if self.version != before or before == FC_NO_VERSION:
             return 0        # the map changed behind our back: reconcile later
         entry = self.entries.get(fd)
@@ -240,6 +255,7 @@ cdef class Registry:
 
     cdef int note_removed(self, object fd, object obj, uint64_t before) except -1:
         cdef Entry entry = self.entries.get(fd)
+        notify_change()
         # Unregister now, while the fd is still open (close() closes it next).
         if entry is not None and entry.obj is obj:
             self.remove_entry(entry)

@@ -68,6 +68,7 @@ cdef class Timer:
                 _scheduled_user_timers += 1
         if not self._in_heap:
             push_timer(self)
+        notify_change()
         return 0
 
     cdef void unschedule(self) noexcept:
@@ -291,20 +292,35 @@ cdef int drain_waker() except -1:
     return 0
 
 
-cdef int shorten_by_timers(int ms) except? -2:
-    """The wait in ms (-1 blocks) cut to the next timer, rounded up."""
+cdef double next_due_in() except? -2.0:
+    """Seconds until the next timer is due (0: callbacks wait), -1 for none."""
     global _cancelled_in_heap
     cdef double delay
-    cdef int due_ms
     if len(_soon):
-        return 0
+        return 0.0
     while _heap and (<Timer>(<tuple>_heap[0])[2])._cancelled:
         (<Timer>(<tuple>heappop(_heap))[2])._in_heap = False
         _cancelled_in_heap -= 1
     if not _heap:
-        return ms
+        return -1.0
     delay = <double>(<tuple>_heap[0])[0] - fc_monotonic()
-    if delay <= 0.0:
+    return delay if delay > 0.0 else 0.0
+
+
+def next_timer_delay():
+    """Seconds until the next timer (idle timeouts included) is due, 0 when
+    handed-over callbacks wait, None when nothing does."""
+    cdef double delay = next_due_in()
+    return None if delay < 0.0 else delay
+
+
+cdef int shorten_by_timers(int ms) except? -2:
+    """The wait in ms (-1 blocks) cut to the next timer, rounded up."""
+    cdef double delay = next_due_in()
+    cdef int due_ms
+    if delay < 0.0:
+        return ms
+    if delay == 0.0:
         return 0
     due_ms = 2147483647 if delay >= 2147483.0 else <int>(delay * 1000.0 + 0.999)
     if ms < 0 or due_ms < ms:
@@ -312,15 +328,13 @@ cdef int shorten_by_timers(int ms) except? -2:
     return ms
 
 
-cdef int run_due() except -1:
-    """Run the timers due by now, then the callbacks handed over so far.
+cdef int run_due(double now) except -1:
+    """Run the timers due by ``now``, then the callbacks handed over so far.
     Callbacks they schedule wait for the next iteration."""
     global _cancelled_in_heap
-    cdef double now
     cdef Timer timer
     cdef list due
-    if _heap:
-        now = fc_monotonic()
+    if _heap and <double>(<tuple>_heap[0])[0] <= now:
         due = []
         while _heap and <double>(<tuple>_heap[0])[0] <= now:
             timer = <Timer>(<tuple>heappop(_heap))[2]

@@ -6,6 +6,8 @@ not built or ``FASTCORE_NO_EXTENSIONS=1``.
 from fastcore._core_py.chat import ChatBase, find_prefix_at_end
 from fastcore._core_py.dispatch import (
     _exception,
+    bridge_fd,
+    flush,
     loop,
     poll,
     poll2,
@@ -16,8 +18,14 @@ from fastcore._core_py.dispatch import (
 )
 from fastcore._core_py.dispatcher import DispatcherBase, WithSendBase, claim_connection
 from fastcore._core_py.pollers import available_backends, default_backend
-from fastcore._core_py.registry import release_map
-from fastcore._core_py.scheduler import Timer, call_every, call_later, call_soon_threadsafe
+from fastcore._core_py.registry import release_map, set_change_hook
+from fastcore._core_py.scheduler import (
+    Timer,
+    call_every,
+    call_later,
+    call_soon_threadsafe,
+    next_timer_delay,
+)
 
 __all__ = [
     "ChatBase",
@@ -26,18 +34,22 @@ __all__ = [
     "WithSendBase",
     "_exception",
     "available_backends",
+    "bridge_fd",
     "call_every",
     "call_later",
     "call_soon_threadsafe",
     "claim_connection",
     "default_backend",
     "find_prefix_at_end",
+    "flush",
     "loop",
+    "next_timer_delay",
     "poll",
     "poll2",
     "read",
     "readwrite",
     "release_map",
+    "set_change_hook",
     "set_default_map_source",
     "write",
 ]

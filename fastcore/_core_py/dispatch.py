@@ -30,6 +30,7 @@ from fastcore._core_py.registry import (
     close_once,
     close_safely,
     registry_for,
+    registry_of,
     release_map,
 )
 
@@ -101,6 +102,30 @@ def readwrite(obj, flags):
 
 
 # -- the loop ----------------------------------------------------------------
+
+
+def bridge_fd(map=None, backend="auto"):
+    """The fd of the map's poller, readable whenever one of the map's fds is
+    ready: an asyncio loop watches it for fastcore.aio (epoll, kqueue)."""
+    registry = registry_for(_resolve(map), check_backend(backend) or default_backend())
+    fileno = getattr(registry._live_poller(), "fileno", None)
+    if fileno is None:
+        raise ValueError(
+            "running dispatchers on asyncio needs the epoll or kqueue backend, not %r"
+            % registry.backend
+        )
+    return fileno()
+
+
+def flush(map=None, use_poll=False):
+    """Bring the kernel's registrations up to date with the map, as an
+    iteration does before it waits. True if some fd is always ready (a
+    regular file), which the poller's fd will not show."""
+    registry = registry_of(_resolve(map))
+    if registry is None:
+        return False
+    registry.prepare(not use_poll)
+    return bool(getattr(registry.poller, "_always_ready", None))
 
 
 def poll(timeout=0.0, map=None, backend=None):

@@ -44,6 +44,20 @@ GONE = POLLHUP | POLLERR | POLLNVAL  # the fd's peer or the fd itself is gone
 _registries = {}  # id(map) -> Registry, least recently used first
 _dirty = []  # Registered objects whose interest must be recomputed
 _iteration = 0
+_change_hook = None  # fastcore.aio: told when registrations fall behind
+
+
+def set_change_hook(hook):
+    """hook() is called when interest, the map or the timers change outside
+    the loop's own iterations (fastcore.aio then brings them up to date);
+    None for none."""
+    global _change_hook
+    _change_hook = hook
+
+
+def notify_change():
+    if _change_hook is not None:
+        _change_hook()
 
 
 def begin_iteration():
@@ -79,6 +93,8 @@ class Registered:
         if not self._fc_dirty and self._fc_entries:
             self._fc_dirty = True
             _dirty.append(self)
+            if _change_hook is not None:
+                _change_hook()
 
     # The loop must hear of readable/writable given to (or taken from) an
     # instance, and of a new socket, which may have the old one's fd number
@@ -201,12 +217,14 @@ def release_map(map):
 def note_added(map, fd, obj):
     registry = _registries.get(id(map))
     if registry is not None:
+        notify_change()
         registry.channel_added(fd, obj)
 
 
 def note_removed(map, fd, obj):
     registry = _registries.get(id(map))
     if registry is not None:
+        notify_change()
         registry.channel_removed(fd, obj)
 
 

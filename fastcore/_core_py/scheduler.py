@@ -79,6 +79,10 @@ class Timer:
                 _scheduled_user_timers += 1
         if not self._in_heap:
             _push(self)
+        # A later import: the registry imports this module.
+        from fastcore._core_py.registry import notify_change
+
+        notify_change()
 
     def _unschedule(self):
         global _scheduled_user_timers
@@ -277,8 +281,9 @@ def drain_waker():
         pass
 
 
-def wait_timeout(timeout):
-    """The loop's timeout (seconds, None blocks) shortened to the next timer."""
+def next_timer_delay():
+    """Seconds until the next timer (idle timeouts included) is due, 0 when
+    handed-over callbacks wait, None when nothing does."""
     global _cancelled_in_heap
     if _soon:
         return 0.0
@@ -286,8 +291,15 @@ def wait_timeout(timeout):
         heapq.heappop(_heap)[2]._in_heap = False
         _cancelled_in_heap -= 1
     if not _heap:
+        return None
+    return max(_heap[0][0] - monotonic(), 0.0)
+
+
+def wait_timeout(timeout):
+    """The loop's timeout (seconds, None blocks) shortened to the next timer."""
+    delay = next_timer_delay()
+    if delay is None:
         return timeout
-    delay = max(_heap[0][0] - monotonic(), 0.0)
     if timeout is None or delay < timeout:
         return delay
     return timeout
