@@ -3,7 +3,7 @@
 import socket
 
 import pytest
-from support import DEFAULT_TIMEOUT, LOCALHOST, run_iterations, run_until
+from support import DEFAULT_TIMEOUT, LOCALHOST, PeerReader, pump, run_iterations, run_until
 
 pytestmark = pytest.mark.fastcore_only
 
@@ -64,17 +64,7 @@ def test_stops_accepting_at_the_limit_and_resumes_as_connections_close(asyncore,
     # The late ones are served like the others.
     late = server.clients[4]
     late.sendall(b"ping")
-    got = []
-    late.setblocking(False)
-
-    def echoed():
-        try:
-            got.append(late.recv(64))
-        except BlockingIOError:
-            pass
-        return b"".join(got) == b"ping"
-
-    run_until(asyncore, server.map, echoed)
+    assert pump(asyncore, server.map, PeerReader(late), 4) == b"ping"
 
 
 def test_peer_closing_frees_a_slot(asyncore, server):
