@@ -184,6 +184,7 @@ class dispatcher(_core.DispatcherBase):
             else:
                 raise
         else:
+            _core.count_accepted()
             return conn, addr
 
     def log(self, message):

@@ -102,6 +102,7 @@ cdef class DispatcherBase
 cdef class WithSendBase
 cdef class ChatBase
 
+include "stats.pxi"
 include "pollers.pxi"
 include "registry.pxi"
 include "dispatcher.pxi"

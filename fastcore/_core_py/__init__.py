@@ -17,6 +17,15 @@ from fastcore._core_py.dispatch import (
 from fastcore._core_py.dispatcher import DispatcherBase, WithSendBase
 from fastcore._core_py.pollers import available_backends, default_backend
 from fastcore._core_py.registry import release_map
+from fastcore._core_py.stats import (
+    count_accepted,
+    debug_enabled,
+    set_debug,
+    set_warning_sink,
+    stats_reset,
+    stats_snapshot,
+    timer_ran,
+)
 
 __all__ = [
     "ChatBase",
@@ -24,6 +33,8 @@ __all__ = [
     "WithSendBase",
     "_exception",
     "available_backends",
+    "count_accepted",
+    "debug_enabled",
     "default_backend",
     "find_prefix_at_end",
     "loop",
@@ -32,6 +43,11 @@ __all__ = [
     "read",
     "readwrite",
     "release_map",
+    "set_debug",
     "set_default_map_source",
+    "set_warning_sink",
+    "stats_reset",
+    "stats_snapshot",
+    "timer_ran",
     "write",
 ]

@@ -19,6 +19,7 @@ from fastcore._common import (
     _reraised_exceptions,
     check_backend,
 )
+from fastcore._core_py import stats
 from fastcore._core_py.pollers import default_backend
 from fastcore._core_py.registry import (
     GONE,
@@ -30,6 +31,7 @@ from fastcore._core_py.registry import (
     registry_for,
     release_map,
 )
+from fastcore._core_py.stats import counts
 
 _MAX_TIMEOUT = 2147483.0  # seconds: the longest wait poll() and epoll take
 
@@ -112,7 +114,9 @@ def poll2(timeout=0.0, map=None, backend=None):
     _iterate(timeout, _resolve(map), check_backend(backend), False)
 
 
-def loop(timeout=30.0, use_poll=False, map=None, count=None, backend="auto"):
+def loop(timeout=30.0, use_poll=False, map=None, count=None, backend="auto", debug=False):
+    if debug:
+        stats.ensure_debug()
     map = _resolve(map)
     backend = check_backend(backend) or default_backend()
     select_style = not use_poll
@@ -135,13 +139,14 @@ def _iterate(timeout, map, backend, select_style):
     registry = registry_for(map, backend)
     iteration = begin_iteration()
     registry.prepare(select_style)
+    wait_started = stats.monotonic()
     ready = registry.wait(timeout, iteration)
-    if not ready:
-        return
+    wait_ended = stats.monotonic()
     if select_style:
         _dispatch_select(ready, map, iteration)
     else:
         _dispatch_poll(ready, map, iteration)
+    stats.iteration_done(wait_started, wait_ended)
 
 
 def _alive(map, fd, obj, iteration):
@@ -154,13 +159,18 @@ def _alive(map, fd, obj, iteration):
     )
 
 
-def _run(handler, obj, fd, map):
+def _run(handler, obj, fd, map, flags):
+    traced = stats.state.debug
+    if traced:
+        mark = stats.trace_begin()
     try:
         handler()
     except _reraised_exceptions:
         raise
     except BaseException:
         call_handle_error(obj, fd, map)
+    if traced:
+        stats.trace_end(mark, obj, flags)
 
 
 def _dispatch_select(ready, map, iteration):
@@ -168,7 +178,8 @@ def _dispatch_select(ready, map, iteration):
     # event, with select()'s view of HUP and ERR.
     for fd, obj, flags, mask in ready:
         if mask & POLLIN and flags & (POLLIN | GONE) and _alive(map, fd, obj, iteration):
-            _run(obj.handle_read_event, obj, fd, map)
+            counts.read += 1
+            _run(obj.handle_read_event, obj, fd, map, POLLIN)
     for fd, obj, flags, mask in ready:
         if (
             mask & POLLOUT
@@ -177,10 +188,12 @@ def _dispatch_select(ready, map, iteration):
             )
             and _alive(map, fd, obj, iteration)
         ):
-            _run(obj.handle_write_event, obj, fd, map)
+            counts.write += 1
+            _run(obj.handle_write_event, obj, fd, map, POLLOUT)
     for fd, obj, flags, _ in ready:
         if flags & POLLPRI and _alive(map, fd, obj, iteration):
-            _run(obj.handle_expt_event, obj, fd, map)
+            counts.expt += 1
+            _run(obj.handle_expt_event, obj, fd, map, POLLPRI)
 
 
 def _dispatch_poll(ready, map, iteration):
@@ -189,12 +202,18 @@ def _dispatch_poll(ready, map, iteration):
     for fd, obj, flags, mask in ready:
         if not _alive(map, fd, obj, iteration):
             continue
+        traced = stats.state.debug
+        if traced:
+            mark = stats.trace_begin()
         try:
             if flags & POLLIN:
+                counts.read += 1
                 obj.handle_read_event()
             if flags & POLLOUT and _alive(map, fd, obj, iteration):
+                counts.write += 1
                 obj.handle_write_event()
             if flags & POLLPRI and mask & POLLIN and _alive(map, fd, obj, iteration):
+                counts.expt += 1
                 obj.handle_expt_event()
             if flags & GONE and not flags & POLLIN and _alive(map, fd, obj, iteration):
                 close_once(obj)
@@ -207,3 +226,5 @@ def _dispatch_poll(ready, map, iteration):
             raise
         except BaseException:
             call_handle_error(obj, fd, map)
+        if traced:
+            stats.trace_end(mark, obj, flags)

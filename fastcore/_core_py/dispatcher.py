@@ -10,8 +10,9 @@ from errno import EBADF, ENOTCONN, EWOULDBLOCK
 from socket import SO_ERROR, SOL_SOCKET
 
 from fastcore._common import _DISCONNECTED, _strerror
-from fastcore._core_py import registry
+from fastcore._core_py import registry, stats
 from fastcore._core_py.registry import Registered
+from fastcore._core_py.stats import counts
 
 
 class DispatcherBase(Registered):
@@ -87,6 +88,7 @@ class DispatcherBase(Registered):
             return
         self._fc_close_handled = True
         self._fc_close_iteration = registry.current_iteration()
+        counts.close += 1
         self._mark_dirty()
         try:
             self.handle_close()
@@ -132,7 +134,7 @@ class DispatcherBase(Registered):
 
     def send(self, data):
         try:
-            return self.socket.send(data)
+            sent = self.socket.send(data)
         except OSError as why:
             if why.errno == EWOULDBLOCK:
                 return 0
@@ -140,6 +142,8 @@ class DispatcherBase(Registered):
                 self._close_once()
                 return 0
             raise
+        stats.bytes_written(sent)
+        return sent
 
     def recv(self, buffer_size):
         try:
@@ -153,9 +157,12 @@ class DispatcherBase(Registered):
             # Readable, yet nothing to read: the peer closed.
             self._close_once()
             return b""
+        stats.bytes_read(data)
         return data
 
     def close(self):
+        if self._fc_connected:
+            counts.closed += 1
         self.connected = False
         self.accepting = False
         self.connecting = False
