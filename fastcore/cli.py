@@ -20,12 +20,11 @@ from fastcore._common import BACKENDS
 
 def serve(command, host, port, metrics_port=None, debug=False, backend="auto"):
     """Run the ``command`` ('echo' or 'chat') server until SIGINT/SIGTERM."""
+    import fastcore.debug
     from fastcore import asyncore
 
     if debug:
-        from fastcore import debug as debug_mode
-
-        debug_mode.enable()
+        fastcore.debug.enable()
     from fastcore import servers
 
     map = {}
@@ -44,6 +43,17 @@ def serve(command, host, port, metrics_port=None, debug=False, backend="auto"):
 
         scraper = metrics.serve(host, metrics_port, map=map)
         print("metrics listening on %s:%d" % scraper.address[:2], flush=True)
+    print(
+        "fastcore %s (%s, %s backend)%s"
+        % (
+            fastcore.__version__,
+            "extension" if fastcore.EXTENSION else "pure Python",
+            fastcore.default_backend() if backend == "auto" else backend,
+            ", debug mode on" if debug or fastcore.debug.enabled() else "",
+        ),
+        file=sys.stderr,
+        flush=True,
+    )
     signal.signal(signal.SIGTERM, _exit_on_signal)
     try:
         asyncore.loop(timeout=1.0, map=map, backend=backend)
