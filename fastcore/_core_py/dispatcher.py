@@ -10,7 +10,7 @@ from errno import EBADF, ENOTCONN, EWOULDBLOCK
 from socket import SO_ERROR, SOL_SOCKET
 
 from fastcore._common import _DISCONNECTED, _strerror
-from fastcore._core_py import registry, stats
+from fastcore._core_py import registry
 from fastcore._core_py.registry import Registered
 from fastcore._core_py.stats import counts
 
@@ -142,7 +142,8 @@ class DispatcherBase(Registered):
                 self._close_once()
                 return 0
             raise
-        stats.bytes_written(sent)
+        if type(sent) is int:
+            counts.bytes_written += sent
         return sent
 
     def recv(self, buffer_size):
@@ -157,7 +158,8 @@ class DispatcherBase(Registered):
             # Readable, yet nothing to read: the peer closed.
             self._close_once()
             return b""
-        stats.bytes_read(data)
+        if type(data) is bytes:
+            counts.bytes_read += len(data)
         return data
 
     def close(self):

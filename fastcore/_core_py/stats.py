@@ -1,6 +1,7 @@
 """The loop's counters and the debug-mode switch: the twin of src/stats.pxi.
 
-``counts`` is one process-wide object whose attributes the loop increments;
+``counts`` is one process-wide object whose attributes the loop increments
+(inline, at the places listed in docs/design.md);
 ``state.debug`` is the one test on the hot path when debug mode is off.
 fastcore/stats.py and fastcore/debug.py are the public side.
 """
@@ -47,23 +48,6 @@ state = State()
 
 
 # -- hooks for the loop ---------------------------------------------------------
-
-
-def iteration_done(wait_started, wait_ended):
-    """End of one iteration: the wait took wait_ended - wait_started."""
-    counts.iterations += 1
-    counts.poll_seconds += wait_ended - wait_started
-    counts.handler_seconds += monotonic() - wait_ended
-
-
-def bytes_read(data):
-    if isinstance(data, bytes):
-        counts.bytes_read += len(data)
-
-
-def bytes_written(sent):
-    if isinstance(sent, int) and sent > 0:
-        counts.bytes_written += sent
 
 
 def trace_begin():
