@@ -195,3 +195,36 @@ def test_closed_dispatchers_not_reported():
     proc = support.run_python(["-c", script], {"FASTCORE_DEBUG": "1"})
     assert proc.returncode == 0, proc.stderr
     assert "left open" not in proc.stderr
+
+
+def test_slow_timer_is_logged(debug, caplog):
+    # What the timer code hands over (trace_timer in src/stats.pxi and
+    # fastcore/_core_py/stats.py) after each callback in debug mode.
+    def tick():
+        pass
+
+    recorder = debug.Recorder(slow=0.05, size=4)
+    recorder.timer_done(tick, 0.01)
+    assert caplog.records == []
+    recorder.timer_done(tick, 0.2)
+    (r,) = caplog.records
+    assert r.levelno == logging.WARNING
+    assert "slow timer" in r.getMessage() and "tick" in r.getMessage()
+    assert "200.0 ms" in r.getMessage()
+
+
+def test_trace_timer_hook_of_the_pure_core(fastcore_pkg, debug, caplog):
+    if fastcore_pkg.EXTENSION:
+        pytest.skip("the extension's trace_timer is a cdef function, for its timer code")
+    from fastcore._core_py import stats as core_stats
+
+    def tick():
+        pass
+
+    debug.enable(slow=0.01)
+    core_stats.trace_timer(tick, time.monotonic() - 0.05)
+    assert ["slow timer" in r.getMessage() for r in caplog.records] == [True]
+    debug.disable()
+    caplog.clear()
+    core_stats.trace_timer(tick, time.monotonic() - 0.05)
+    assert caplog.records == []
