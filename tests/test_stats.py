@@ -130,7 +130,7 @@ def test_poll_time_and_handler_time(stats, asyncore, sockmap):
     snap = stats(sockmap)
     assert snap["iterations"] == 3
     assert snap["poll_seconds"] >= 0.12
-    assert snap["handler_seconds"] < 0.05
+    assert snap["handler_seconds"] < 0.5 * snap["poll_seconds"]  # waiting is not handling
     b.send(b"x")
     run_iterations(asyncore, sockmap, 1, timeout=1.0)
     snap = stats(sockmap)
