@@ -4,6 +4,7 @@
 ``fastcore.install()`` makes ``import asyncore``/``import asynchat`` load them.
 """
 
+import os
 import sys
 import warnings
 
@@ -59,3 +60,31 @@ def install():
                 stacklevel=2,
             )
         sys.modules[name] = module
+
+
+# Observability (issue 6): fastcore.stats is a callable module; the others
+# load their modules (and logging) only when called.
+from fastcore import stats  # noqa: E402
+
+__all__ += ["stats", "trace", "use_logging"]
+
+
+def use_logging(logger=None):
+    """Dispatchers' log()/log_info() and the loop's warnings through ``logging``
+    (see fastcore.log.use_logging)."""
+    from fastcore.log import use_logging
+
+    return use_logging(logger)
+
+
+def trace(dispatcher):
+    """The dispatcher's last events recorded in debug mode (see fastcore.debug)."""
+    from fastcore.debug import trace
+
+    return trace(dispatcher)
+
+
+if os.environ.get("FASTCORE_DEBUG", "") not in ("", "0"):
+    from fastcore import debug as _debug
+
+    _debug.enable()

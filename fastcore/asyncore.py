@@ -207,6 +207,7 @@ class dispatcher(_core.DispatcherBase):
             else:
                 raise
         else:
+            _core.count_accepted()
             if self._max_connections is not None:
                 _core.claim_connection(self, conn)
             return conn, addr

@@ -108,6 +108,7 @@ cdef class ChatBase
 cdef class Timer
 cdef class IdleTimer
 
+include "stats.pxi"
 include "pollers.pxi"
 include "registry.pxi"
 include "dispatcher.pxi"

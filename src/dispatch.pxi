@@ -36,6 +36,9 @@ cdef int timeout_ms(object timeout) except? -2:
 cdef int call_handle_error(object obj) except -1:
     """obj.handle_error() for the exception being handled; if handle_error
     itself fails, report that and close obj by force: the loop goes on."""
+    _stats.events[EV_ERROR] += 1
+    if _debug:
+        trace_error(obj)
     try:
         obj.handle_error()
     except _reraised_exceptions:
@@ -51,8 +54,8 @@ cdef int force_close(object obj) except -1:
         label = repr(obj)
     except BaseException:
         label = "<object at %#x>" % id(obj)
-    sys.stderr.write(
-        "error: handle_error of %s failed, closing it (%s:%s %s)\n" % (label, t, v, tbinfo))
+    loop_warning(obj, "error: handle_error of %s failed, closing it (%s:%s %s)"
+                 % (label, t, v, tbinfo))
     try:
         obj.close()
     except _reraised_exceptions:
@@ -122,48 +125,76 @@ cdef inline int do_write(object obj) except -1:
 
 
 cdef int run_read(object obj) except -1:
+    cdef TraceMark mark
+    cdef bint traced = _debug
+    _stats.events[EV_READ] += 1
     stamp_activity(obj)
+    if traced:
+        trace_begin(&mark)
     try:
         do_read(obj)
     except _reraised_exceptions:
         raise
     except BaseException:
         call_handle_error(obj)
+    if traced:
+        trace_end(&mark, obj, FC_IN)
     return 0
 
 
 cdef int run_write(object obj) except -1:
+    cdef TraceMark mark
+    cdef bint traced = _debug
+    _stats.events[EV_WRITE] += 1
     stamp_activity(obj)
+    if traced:
+        trace_begin(&mark)
     try:
         do_write(obj)
     except _reraised_exceptions:
         raise
     except BaseException:
         call_handle_error(obj)
+    if traced:
+        trace_end(&mark, obj, FC_OUT)
     return 0
 
 
 cdef int run_expt(object obj) except -1:
+    cdef TraceMark mark
+    cdef bint traced = _debug
+    _stats.events[EV_EXPT] += 1
+    if traced:
+        trace_begin(&mark)
     try:
         obj.handle_expt_event()
     except _reraised_exceptions:
         raise
     except BaseException:
         call_handle_error(obj)
+    if traced:
+        trace_end(&mark, obj, FC_PRI)
     return 0
 
 
 cdef int run_readwrite(object map, Entry entry, int flags) except -1:
     """poll2-style delivery of one event."""
+    cdef TraceMark mark
+    cdef bint traced = _debug
     obj = entry.obj
     if flags & (FC_IN | FC_OUT):
         stamp_activity(obj)
+    if traced:
+        trace_begin(&mark)
     try:
         if flags & FC_IN:
+            _stats.events[EV_READ] += 1
             do_read(obj)
         if flags & FC_OUT and still_owns(map, entry):
+            _stats.events[EV_WRITE] += 1
             do_write(obj)
         if flags & FC_PRI and entry.mask & FC_IN and still_owns(map, entry):
+            _stats.events[EV_EXPT] += 1
             obj.handle_expt_event()
         # With data still to read, the read drains it and its b"" closes.
         if flags & (FC_HUP | FC_ERR | FC_NVAL) and not flags & FC_IN \
@@ -178,6 +209,8 @@ cdef int run_readwrite(object map, Entry entry, int flags) except -1:
         raise
     except BaseException:
         call_handle_error(obj)
+    if traced:
+        trace_end(&mark, obj, flags)
     return 0
 
 
@@ -200,6 +233,7 @@ cdef int poll_once(object timeout, object map, int style, str backend) except -1
     cdef int n, i, flags, ms
     cdef unsigned long unregistrations
     cdef list ready
+    cdef double wait_started, wait_ended
     if not map and not scheduler_pending():
         return 0
     reg = registry_for(map, backend)
@@ -210,8 +244,10 @@ cdef int poll_once(object timeout, object map, int style, str backend) except -1
         ms = shorten_by_timers(ms)
     poller = reg.poller
     unregistrations = reg.unregistrations
+    wait_started = fc_monotonic()
     n = poller.wait(ms)
-    _now = fc_monotonic() if _heap else 0.0
+    wait_ended = fc_monotonic()
+    _now = wait_ended if _heap else 0.0
 
     # Snapshot before any handler runs.
     ready = []
@@ -275,6 +311,7 @@ cdef int poll_once(object timeout, object map, int style, str backend) except -1
         run_due(_now)
     if _claims:
         _claims.clear()
+    stats_iteration(wait_started, wait_ended)
     return 0
 
 
@@ -310,7 +347,9 @@ def poll2(timeout=0.0, map=None, backend=None):
     poll_once(timeout, resolve_map(map), STYLE_POLL, choose_backend(backend))
 
 
-def loop(timeout=30.0, use_poll=False, map=None, count=None, backend="auto"):
+def loop(timeout=30.0, use_poll=False, map=None, count=None, backend="auto", debug=False):
+    if debug:
+        ensure_debug()
     map = resolve_map(map)
     cdef int style = STYLE_POLL if use_poll else STYLE_SELECT
     cdef str poller = choose_backend(backend)

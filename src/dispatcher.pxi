@@ -182,6 +182,7 @@ cdef class DispatcherBase:
             return 0
         self._close_handled = True
         self._close_iteration = _iteration
+        _stats.events[EV_CLOSE] += 1
         self.mark_dirty()
         try:
             self.handle_close()
@@ -241,7 +242,7 @@ cdef class DispatcherBase:
 
     cdef object sock_send(self, data):
         try:
-            return self.socket.send(data)
+            sent = self.socket.send(data)
         except OSError as why:
             if why.errno == EWOULDBLOCK:
                 return 0
@@ -249,6 +250,8 @@ cdef class DispatcherBase:
                 self.close_once()
                 return 0
             raise
+        stats_bytes_written(sent)
+        return sent
 
     def recv(self, buffer_size):
         return self.sock_recv(buffer_size)
@@ -265,9 +268,12 @@ cdef class DispatcherBase:
             # b"" from a readable socket: the peer closed.
             self.close_once()
             return b""
+        stats_bytes_read(data)
         return data
 
     def close(self):
+        if self._is_connected:
+            _stats.closed += 1
         self.connected = False
         self.accepting = False
         self.connecting = False

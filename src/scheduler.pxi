@@ -112,7 +112,7 @@ cdef class Timer:
             push_timer(self)
         else:
             self.unschedule()
-        run_callback(self._callback, self._args, self._kwargs)
+        run_timer_callback(self._callback, self._args, self._kwargs)
         return 0
 
     def __repr__(self):
@@ -143,6 +143,7 @@ cdef class IdleTimer(Timer):
         self._activity = now
         self._when = now + self._delay
         push_timer(self)
+        stats_timer_ran()
         try:
             owner.handle_timeout()
         except _reraised_exceptions:
@@ -199,6 +200,18 @@ cdef int compact_heap() except -1:
     heapify(live)
     _heap[:] = live
     _cancelled_in_heap = 0
+    return 0
+
+
+cdef int run_timer_callback(object callback, tuple args, dict kwargs) except -1:
+    cdef double started
+    stats_timer_ran()
+    if _debug:
+        started = fc_monotonic()
+        run_callback(callback, args, kwargs)
+        trace_timer(callback, started)   # slow ones are logged
+    else:
+        run_callback(callback, args, kwargs)
     return 0
 
 

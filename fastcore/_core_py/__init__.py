@@ -26,6 +26,15 @@ from fastcore._core_py.scheduler import (
     call_soon_threadsafe,
     next_timer_delay,
 )
+from fastcore._core_py.stats import (
+    count_accepted,
+    debug_enabled,
+    set_debug,
+    set_warning_sink,
+    stats_reset,
+    stats_snapshot,
+    timer_ran,
+)
 
 __all__ = [
     "ChatBase",
@@ -39,6 +48,8 @@ __all__ = [
     "call_later",
     "call_soon_threadsafe",
     "claim_connection",
+    "count_accepted",
+    "debug_enabled",
     "default_backend",
     "find_prefix_at_end",
     "flush",
@@ -50,6 +61,11 @@ __all__ = [
     "readwrite",
     "release_map",
     "set_change_hook",
+    "set_debug",
     "set_default_map_source",
+    "set_warning_sink",
+    "stats_reset",
+    "stats_snapshot",
+    "timer_ran",
     "write",
 ]

@@ -6,6 +6,7 @@ closed and reused during the iteration belongs to somebody else) and must
 not have had its close handled in this iteration.
 """
 
+from time import monotonic
 from types import SimpleNamespace
 
 from fastcore._common import (
@@ -19,7 +20,7 @@ from fastcore._common import (
     _reraised_exceptions,
     check_backend,
 )
-from fastcore._core_py import scheduler
+from fastcore._core_py import scheduler, stats
 from fastcore._core_py.dispatcher import clear_claims
 from fastcore._core_py.pollers import default_backend
 from fastcore._core_py.registry import (
@@ -33,6 +34,7 @@ from fastcore._core_py.registry import (
     registry_of,
     release_map,
 )
+from fastcore._core_py.stats import counts
 
 _MAX_TIMEOUT = 2147483.0  # seconds: the longest wait poll() and epoll take
 
@@ -139,7 +141,9 @@ def poll2(timeout=0.0, map=None, backend=None):
     _iterate(timeout, _resolve(map), check_backend(backend), False)
 
 
-def loop(timeout=30.0, use_poll=False, map=None, count=None, backend="auto"):
+def loop(timeout=30.0, use_poll=False, map=None, count=None, backend="auto", debug=False):
+    if debug:
+        stats.ensure_debug()
     map = _resolve(map)
     backend = check_backend(backend) or default_backend()
     select_style = not use_poll
@@ -164,7 +168,9 @@ def _iterate(timeout, map, backend, select_style):
     registry = registry_for(map, backend)
     iteration = begin_iteration()
     registry.prepare(select_style)
+    wait_started = monotonic()
     ready = registry.wait(scheduler.wait_timeout(timeout), iteration)
+    wait_ended = monotonic()
     if ready:
         # Idle timeouts: every event is activity.
         now = scheduler.now_if_timers()
@@ -174,6 +180,10 @@ def _iterate(timeout, map, backend, select_style):
             _dispatch_poll(ready, map, iteration, now)
     scheduler.run_due()
     clear_claims()
+    # Inline rather than a call: this runs every iteration.
+    counts.iterations += 1
+    counts.poll_seconds += wait_ended - wait_started
+    counts.handler_seconds += monotonic() - wait_ended
 
 
 def _stamp(obj, now):
@@ -192,15 +202,20 @@ def _alive(map, fd, obj, iteration):
     )
 
 
-def _run(handler, obj, fd, map, now):
+def _run(handler, obj, fd, map, flags, now):
     if now and isinstance(obj, Registered):
         _stamp(obj, now)
+    traced = stats.state.debug
+    if traced:
+        mark = stats.trace_begin()
     try:
         handler()
     except _reraised_exceptions:
         raise
     except BaseException:
         call_handle_error(obj, fd, map)
+    if traced:
+        stats.trace_end(mark, obj, flags)
 
 
 def _dispatch_select(ready, map, iteration, now):
@@ -208,7 +223,8 @@ def _dispatch_select(ready, map, iteration, now):
     # event, with select()'s view of HUP and ERR.
     for fd, obj, flags, mask in ready:
         if mask & POLLIN and flags & (POLLIN | GONE) and _alive(map, fd, obj, iteration):
-            _run(obj.handle_read_event, obj, fd, map, now)
+            counts.read += 1
+            _run(obj.handle_read_event, obj, fd, map, POLLIN, now)
     for fd, obj, flags, mask in ready:
         if (
             mask & POLLOUT
@@ -217,10 +233,12 @@ def _dispatch_select(ready, map, iteration, now):
             )
             and _alive(map, fd, obj, iteration)
         ):
-            _run(obj.handle_write_event, obj, fd, map, now)
+            counts.write += 1
+            _run(obj.handle_write_event, obj, fd, map, POLLOUT, now)
     for fd, obj, flags, _ in ready:
         if flags & POLLPRI and _alive(map, fd, obj, iteration):
-            _run(obj.handle_expt_event, obj, fd, map, now)
+            counts.expt += 1
+            _run(obj.handle_expt_event, obj, fd, map, POLLPRI, now)
 
 
 def _dispatch_poll(ready, map, iteration, now):
@@ -231,12 +249,18 @@ def _dispatch_poll(ready, map, iteration, now):
             continue
         if now and isinstance(obj, Registered) and flags & (POLLIN | POLLOUT):
             _stamp(obj, now)
+        traced = stats.state.debug
+        if traced:
+            mark = stats.trace_begin()
         try:
             if flags & POLLIN:
+                counts.read += 1
                 obj.handle_read_event()
             if flags & POLLOUT and _alive(map, fd, obj, iteration):
+                counts.write += 1
                 obj.handle_write_event()
             if flags & POLLPRI and mask & POLLIN and _alive(map, fd, obj, iteration):
+                counts.expt += 1
                 obj.handle_expt_event()
             if flags & GONE and not flags & POLLIN and _alive(map, fd, obj, iteration):
                 close_once(obj)
@@ -249,3 +273,5 @@ def _dispatch_poll(ready, map, iteration, now):
             raise
         except BaseException:
             call_handle_error(obj, fd, map)
+        if traced:
+            stats.trace_end(mark, obj, flags)

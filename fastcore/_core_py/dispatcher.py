@@ -13,6 +13,7 @@ from fastcore._common import _DISCONNECTED, _strerror, check_idle_timeout
 from fastcore._core_py import registry
 from fastcore._core_py.registry import Registered
 from fastcore._core_py.scheduler import IdleTimer
+from fastcore._core_py.stats import counts
 
 # Sockets accept() returned to listeners with max_connections, this
 # iteration: fd -> (listener, socket). The dispatcher made on such a socket
@@ -167,6 +168,7 @@ class DispatcherBase(Registered):
             return
         self._fc_close_handled = True
         self._fc_close_iteration = registry.current_iteration()
+        counts.close += 1
         self._mark_dirty()
         try:
             self.handle_close()
@@ -212,7 +214,7 @@ class DispatcherBase(Registered):
 
     def send(self, data):
         try:
-            return self.socket.send(data)
+            sent = self.socket.send(data)
         except OSError as why:
             if why.errno == EWOULDBLOCK:
                 return 0
@@ -220,6 +222,9 @@ class DispatcherBase(Registered):
                 self._close_once()
                 return 0
             raise
+        if type(sent) is int:
+            counts.bytes_written += sent
+        return sent
 
     def recv(self, buffer_size):
         try:
@@ -233,9 +238,13 @@ class DispatcherBase(Registered):
             # Readable, yet nothing to read: the peer closed.
             self._close_once()
             return b""
+        if type(data) is bytes:
+            counts.bytes_read += len(data)
         return data
 
     def close(self):
+        if self._fc_connected:
+            counts.closed += 1
         self.connected = False
         self.accepting = False
         self.connecting = False

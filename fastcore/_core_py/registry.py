@@ -15,7 +15,6 @@ as 3.11 asks.
 """
 
 import os
-import sys
 from errno import EBADF
 
 from fastcore._common import (
@@ -30,6 +29,7 @@ from fastcore._common import (
 )
 from fastcore._core_py import scheduler
 from fastcore._core_py.pollers import default_backend, make_poller
+from fastcore._core_py.stats import counts, loop_warning, state, trace_error
 
 MAX_REGISTRIES = 64
 
@@ -143,6 +143,9 @@ def close_once(obj):
 def call_handle_error(obj, fd, map):
     """obj.handle_error() for the exception being handled; if that fails too,
     report it and close obj by force: the loop goes on."""
+    counts.error += 1
+    if state.debug:
+        trace_error(obj)
     try:
         obj.handle_error()
     except _reraised_exceptions:
@@ -180,8 +183,9 @@ def _report_failure(obj, method):
         label = repr(obj)
     except Exception:
         label = "<%s object at %#x>" % (type(obj).__name__, id(obj))
-    sys.stderr.write(
-        "error: %s() of %s failed, closing it by force (%s:%s %s)\n" % (method, label, t, v, tbinfo)
+    loop_warning(
+        obj,
+        "error: %s() of %s failed, closing it by force (%s:%s %s)" % (method, label, t, v, tbinfo),
     )
 
 

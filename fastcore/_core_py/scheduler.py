@@ -20,6 +20,7 @@ import threading
 from time import monotonic
 
 from fastcore._common import _reraised_exceptions
+from fastcore._core_py import stats
 
 COMPACT_MIN = 64  # cancelled entries tolerated before a compaction is considered
 
@@ -129,7 +130,7 @@ class Timer:
             _push(self)
         else:
             self._unschedule()
-        _run_callback(self._callback, self._args, self._kwargs)
+        _run_timer_callback(self._callback, self._args, self._kwargs)
 
     def __repr__(self):
         state = "cancelled" if self._cancelled else "due %.3f" % self._when
@@ -165,6 +166,7 @@ class IdleTimer(Timer):
         self._activity = now
         self._when = now + self._delay
         _push(self)
+        stats.timer_ran()
         from fastcore._core_py.registry import call_handle_error
 
         try:
@@ -195,6 +197,16 @@ def _compact():
 
 
 _scheduled_user_timers = 0  # call_later/call_every timers still to run: they keep loop() going
+
+
+def _run_timer_callback(callback, args, kwargs):
+    stats.timer_ran()
+    if stats.state.debug:
+        started = monotonic()
+        _run_callback(callback, args, kwargs)
+        stats.trace_timer(callback, started)  # slow ones are logged
+    else:
+        _run_callback(callback, args, kwargs)
 
 
 def _run_callback(callback, args, kwargs):
