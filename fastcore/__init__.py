@@ -11,7 +11,8 @@ from fastcore._impl import EXTENSION, core
 
 __version__ = "0.1.0"
 
-__all__ = ["EXTENSION", "available_backends", "default_backend", "install", "__version__"]
+__all__ = ["EXTENSION", "available_backends", "default_backend", "install", "serve_forever",
+           "__version__"]
 
 
 def default_backend():
@@ -41,3 +42,12 @@ def install():
                 stacklevel=2,
             )
         sys.modules[name] = module
+
+
+def __getattr__(name):
+    # fastcore.workers (and logging) load on first use: `import fastcore` stays cheap.
+    if name == "serve_forever":
+        from fastcore.workers import serve_forever
+
+        return serve_forever
+    raise AttributeError("module 'fastcore' has no attribute %r" % (name,))
