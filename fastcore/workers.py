@@ -323,21 +323,30 @@ class _StopWatcher(asyncore.dispatcher_with_send):
 
 class _StopSignals:
     """SIGTERM and SIGINT wake the loop through a socket instead of raising
-    in whatever code runs; ``restore()`` puts the previous handlers back."""
+    in whatever code runs; ``restore()`` puts the previous handlers back.
+
+    The wakeup fd is written at once, even when the signal lands just before
+    the loop's wait; the handler writes too, in case code in the worker
+    (asyncio, say) takes the process's one wakeup fd for itself."""
 
     def __init__(self):
         self.wake_r, self.wake_w = socket.socketpair()
         self.wake_r.setblocking(False)
         self.wake_w.setblocking(False)
-        self.previous = {number: signal.signal(number, _ignore_signal)
+        self.previous = {number: signal.signal(number, self.handler)
                          for number in _STOP_SIGNALS}
         self.previous_wakeup = signal.set_wakeup_fd(self.wake_w.fileno(),
                                                     warn_on_full_buffer=False)
 
+    def handler(self, number, frame):
+        try:
+            self.wake_w.send(b"\0")
+        except OSError:  # full (a wakeup is pending anyway) or closed (stopping)
+            pass
+
     def restore(self):
         signal.set_wakeup_fd(self.previous_wakeup)
-        for number, handler in self.previous.items():
-            signal.signal(number, handler)
+        _restore_handlers(self.previous)
         self.wake_r.close()
         self.wake_w.close()
 
@@ -345,6 +354,12 @@ class _StopSignals:
 def _ignore_signal(number, frame):
     # The wakeup fd carries the signal; a Python handler is what makes it written.
     pass
+
+
+def _restore_handlers(previous):
+    for number, handler in previous.items():
+        # None: a handler not set from Python, which cannot be put back; the default is.
+        signal.signal(number, signal.SIG_DFL if handler is None else handler)
 
 
 class _Worker:
@@ -450,8 +465,7 @@ class _Supervisor:
                 self.stop_all()
             finally:
                 signal.set_wakeup_fd(self.previous_wakeup)
-                for number, handler in self.previous.items():
-                    signal.signal(number, handler)
+                _restore_handlers(self.previous)
                 for sock in own:
                     sock.close()
 
@@ -473,7 +487,7 @@ class _Supervisor:
         code = 1
         try:
             signal.set_wakeup_fd(-1)
-            signal.signal(signal.SIGCHLD, self.previous[signal.SIGCHLD])
+            _restore_handlers({signal.SIGCHLD: self.previous[signal.SIGCHLD]})
             for sock in (self.wake_r, self.wake_w, self.status_r, self.lifeline_w):
                 sock.close()
             stop_signals = _StopSignals()

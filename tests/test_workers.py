@@ -9,6 +9,7 @@ those lines, never for a fixed time.
 import errno
 import os
 import queue
+import shutil
 import signal
 import socket
 import subprocess
@@ -346,6 +347,51 @@ def test_example_runs(start):
     assert hello == b"hello" and int(pid) > 0
     assert p.finish(signal.SIGINT) == 0
     assert p.out_lines[-1] == "stopped"
+
+
+@pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy not installed")
+def test_the_readme_haproxy_configuration(start, tmp_path):
+    # Two "hosts" (serve_forever on two ports) behind the README's configuration.
+    with open(os.path.join(HERE, os.pardir, "README.md")) as f:
+        readme = f.read()
+    config = readme.split("A minimal HAProxy\nconfiguration:\n\n```\n", 1)[1].split("```")[0]
+    hosts = [start(EXAMPLE, "--port", "0", "--workers", "2") for _ in range(2)]
+    ports, host_pids = [], []
+    for h in hosts:
+        lines = [h.expect("worker ") for _ in range(2)]
+        ports.append(int(lines[0].rsplit(":", 1)[1]))
+        host_pids.append({int(line.split()[3].rstrip(")")) for line in lines})
+    front = support.closed_port()
+    config = config.replace("bind :8007", "bind 127.0.0.1:%d" % front)
+    for i, port in enumerate(ports):
+        config = config.replace("10.0.0.1%d:8007" % (i + 1), "127.0.0.1:%d" % port)
+    assert "10.0.0" not in config
+    (tmp_path / "haproxy.cfg").write_text(config)
+    balancer = subprocess.Popen(["haproxy", "-db", "-f", str(tmp_path / "haproxy.cfg")],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        answered = set()
+        support.wait_for(lambda: answer_through(front, answered), timeout=LINE_TIMEOUT,
+                         what="haproxy listening")
+        for _ in range(20):
+            answer_through(front, answered)
+        # leastconn takes turns between equally loaded hosts
+        assert all(answered & pids for pids in host_pids), (answered, host_pids)
+    finally:
+        balancer.kill()
+        balancer.wait(LINE_TIMEOUT)
+    for h in hosts:
+        assert h.finish(signal.SIGTERM) == 0
+
+
+def answer_through(port, answered):
+    try:
+        with socket.create_connection((support.LOCALHOST, port), timeout=LINE_TIMEOUT) as s:
+            s.sendall(b"pid\n")
+            answered.add(int(read_lines(s)[0]))
+    except (ConnectionRefusedError, ConnectionResetError, AssertionError):
+        return False
+    return True
 
 
 # -- in this process: errors at the call, Listener ---------------------------------
