@@ -279,6 +279,8 @@ def test_signal_to_the_parent_stops_everything(start, sig):
     pids, port = p.ready(2)
     assert ask_pid(port) in pids.values()
     held = socket.create_connection((support.LOCALHOST, port), timeout=LINE_TIMEOUT)
+    held.sendall(b"pid\n")
+    assert int(read_lines(held)[0]) in pids.values()  # accepted (else stopping resets it)
     assert p.finish(sig) == 0
     assert p.out_lines[-1] == "stopped"
     assert all(reaped(pid) for pid in pids.values())
