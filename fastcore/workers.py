@@ -148,6 +148,56 @@ def serve_forever(make_server, address, workers=None, *, backlog=1024, reuse_por
     restarted worker. Raises ``WorkerError`` when workers keep failing
     (see the module's docstring), ``OSError`` when the address cannot be bound.
     """
+    workers, loop_kwargs = _check_arguments(make_server, workers, loop_kwargs, on_worker_start,
+                                            backlog, stop_timeout, max_restarts, restart_window)
+
+    given_socket = isinstance(address, socket.socket)
+    if given_socket:
+        _check_listening(address)
+        if reuse_port:
+            raise ValueError("reuse_port=True needs an address to bind, not a socket")
+    else:
+        address = _checked_address(address)
+    option = _balancing_option()
+    if reuse_port is None:
+        reuse_port = option is not None and workers >= 2 and not given_socket
+    elif reuse_port and option is None:
+        raise ValueError("reuse_port=True: this platform has no SO_REUSEPORT that balances "
+                         "connections between sockets; use reuse_port=False or None")
+    reuse_port = bool(reuse_port) and workers >= 1
+
+    worker = _Worker(make_server, loop_kwargs, on_worker_start)
+    if workers == 0:
+        # A dup: close_all() closes this process's socket, the caller keeps theirs.
+        sock = address.dup() if given_socket else _listening_socket(_resolve(address), backlog)
+        try:
+            worker.serve_here(sock)
+        finally:
+            sock.close()
+        return None
+    if reuse_port:
+        reservation = _bound_socket(_resolve(address), option)
+        endpoint = None
+    else:
+        reservation = None
+        endpoint = address if given_socket else _listening_socket(_resolve(address), backlog)
+    try:
+        _Supervisor(worker, workers, endpoint, reservation, option, backlog,
+                    stop_timeout, max_restarts, restart_window).run()
+    finally:
+        if reservation is not None:
+            reservation.close()
+        if endpoint is not None and not given_socket:
+            endpoint.close()
+    return None
+
+
+# -- checks and sockets ------------------------------------------------------
+
+def _check_arguments(make_server, workers, loop_kwargs, on_worker_start, backlog,
+                     stop_timeout, max_restarts, restart_window):
+    """Raise at the call for anything a worker would trip on; returns
+    (workers, loop_kwargs), defaults applied."""
     if not callable(make_server):
         raise TypeError("make_server must be callable, not %r" % (make_server,))
     if on_worker_start is not None and not callable(on_worker_start):
@@ -179,49 +229,8 @@ def serve_forever(make_server, address, workers=None, *, backlog=1024, reuse_por
             raise ValueError("%s must be a number >= 0, not %r" % (name, value))
     if not (isinstance(max_restarts, int) and max_restarts >= 0):
         raise ValueError("max_restarts must be an int >= 0, not %r" % (max_restarts,))
+    return workers, loop_kwargs
 
-    given_socket = isinstance(address, socket.socket)
-    if given_socket:
-        _check_listening(address)
-        if reuse_port:
-            raise ValueError("reuse_port=True needs an address to bind, not a socket")
-    else:
-        address = _checked_address(address)
-    option = _balancing_option()
-    if reuse_port is None:
-        reuse_port = option is not None and workers >= 2 and not given_socket
-    elif reuse_port and option is None:
-        raise ValueError("reuse_port=True: this platform has no SO_REUSEPORT that balances "
-                         "connections between sockets; use reuse_port=False or None")
-    reuse_port = bool(reuse_port) and workers >= 1
-
-    worker = _Worker(make_server, loop_kwargs, on_worker_start)
-    if workers == 0:
-        sock = address if given_socket else _listening_socket(_resolve(address), backlog)
-        try:
-            worker.serve_here(sock)
-        finally:
-            if not given_socket:
-                sock.close()
-        return None
-    if reuse_port:
-        reservation = _bound_socket(_resolve(address), option)
-        endpoint = None
-    else:
-        reservation = None
-        endpoint = address if given_socket else _listening_socket(_resolve(address), backlog)
-    try:
-        _Supervisor(worker, workers, endpoint, reservation, option, backlog,
-                    stop_timeout, max_restarts, restart_window).run()
-    finally:
-        if reservation is not None:
-            reservation.close()
-        if endpoint is not None and not given_socket:
-            endpoint.close()
-    return None
-
-
-# -- checks and sockets ------------------------------------------------------
 
 def _checked_loop_kwargs(loop_kwargs):
     loop_kwargs = dict(loop_kwargs or {})
@@ -472,6 +481,7 @@ class _Supervisor:
     # -- forking -------------------------------------------------------------
 
     def spawn(self, index):
+        _flush_std_streams()  # else every worker would write the parent's buffered output
         # Blocked across fork, the signals reach the child only once it has
         # its own handlers, never the parent's (which would wake the parent).
         mask = signal.pthread_sigmask(signal.SIG_BLOCK, self.signals)
@@ -499,11 +509,7 @@ class _Supervisor:
             self.report(index, "error %s: %s" % (type(e).__name__, e))
             log.error("worker %d (pid %d) failed", index, os.getpid(), exc_info=True)
         finally:
-            for stream in (sys.stdout, sys.stderr):
-                try:
-                    stream.flush()
-                except BaseException:  # a closed or broken stream: exit anyway
-                    pass
+            _flush_std_streams()
             os._exit(code)
 
     def child_serve(self, index, stop_signals):
@@ -630,6 +636,14 @@ class _Supervisor:
                 except ChildProcessError:
                     pass
                 del self.children[pid]
+
+
+def _flush_std_streams():
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (AttributeError, OSError, ValueError):  # None, broken or closed: nothing to do
+            pass
 
 
 def _kill(pid, number):

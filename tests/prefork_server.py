@@ -92,6 +92,8 @@ def main():
     parser.add_argument("--max-restarts", type=int, default=10)
     parser.add_argument("--stop-timeout", type=float, default=10.0)
     parser.add_argument("--use-map", action="store_true", help="loop_kwargs map= a dict")
+    parser.add_argument("--given-socket", action="store_true",
+                        help="pass a listening socket, not an address")
     parser.add_argument("--prime", action="store_true",
                         help="run the loop in the parent before serve_forever (its poller "
                              "must not reach the workers)")
@@ -114,6 +116,7 @@ def main():
         port = [d for d in loop_map.values() if isinstance(d, PidServer)][0].addr[1]
         say("ready %d %d %d" % (index, os.getpid(), port))
 
+    print("starting")  # left in the buffer: the workers must not inherit it
     if args.prime:
         a, b = socket.socketpair()
         b.send(b"x")
@@ -124,14 +127,21 @@ def main():
         b.close()
 
     reuse_port = {"auto": None, "yes": True, "no": False}[args.reuse_port]
+    address = ("127.0.0.1", 0)
+    if args.given_socket:
+        address = socket.create_server(address)
     try:
-        serve_forever(make_server, ("127.0.0.1", 0), args.workers, reuse_port=reuse_port,
+        serve_forever(make_server, address, args.workers, reuse_port=reuse_port,
                       loop_kwargs={"map": socket_map, "timeout": 5.0},
                       on_worker_start=on_worker_start, max_restarts=args.max_restarts,
                       stop_timeout=args.stop_timeout)
     except WorkerError as e:
         print("WorkerError: %s" % e, flush=True)
         return 3
+    if args.given_socket:
+        # still ours, still listening
+        print("given socket listening: %d" % address.getsockopt(socket.SOL_SOCKET,
+                                                                 socket.SO_ACCEPTCONN))
     print("stopped", flush=True)
     return 0
 

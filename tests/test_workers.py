@@ -42,7 +42,9 @@ class Process:
     """A Python subprocess in its own session; threads collect its output lines."""
 
     def __init__(self, args, cwd):
-        self.proc = subprocess.Popen([sys.executable] + list(args), cwd=cwd, text=True,
+        env = dict(os.environ)
+        env.pop("PYTHONUNBUFFERED", None)  # block-buffered stdout, as in production
+        self.proc = subprocess.Popen([sys.executable] + list(args), cwd=cwd, text=True, env=env,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      start_new_session=True)
         self.out = queue.Queue()
@@ -173,6 +175,7 @@ def test_every_worker_serves_with_reuse_port(start):
     assert answered == set(pids.values())
     assert p.finish(signal.SIGTERM) == 0
     assert p.out_lines[-1] == "stopped"
+    assert p.out_lines.count("starting") == 1  # flushed before the fork, not by each worker
     assert all(reaped(pid) for pid in pids.values())
 
 
@@ -209,6 +212,17 @@ def test_user_map_and_a_map_used_before_the_fork(start):
                 s.sendall(b"epoll\n")
                 assert read_lines(s)[0] == b"ok"
     assert p.finish(signal.SIGTERM) == 0
+
+
+@pytest.mark.parametrize("workers", [2, 0])
+def test_a_given_listening_socket_is_shared_and_left_open(start, workers):
+    p = start(SERVER, "--workers", str(workers), "--given-socket")
+    pids, port = p.ready(max(workers, 1))
+    assert {ask_pid(port) for _ in range(10)} <= set(pids.values())
+    assert p.finish(signal.SIGTERM) == 0
+    assert p.out_lines[-2:] == ["given socket listening: 1", "stopped"], p.transcript()
+    if workers:
+        assert "inherited socket" in "\n".join(p.err_lines)
 
 
 def test_workers_zero_serves_in_process(start):
