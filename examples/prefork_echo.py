@@ -1,6 +1,6 @@
 """A line-echo server on every core: fastcore.serve_forever() pre-forks workers.
 
-    python examples/prefork_echo.py --port 8007              # os.cpu_count() workers
+    python examples/prefork_echo.py --port 8007              # one worker per CPU
     python examples/prefork_echo.py --port 8007 --workers 4
     printf 'hello\\npid\\n' | nc 127.0.0.1 8007    # "pid" answers with the worker's pid
 

@@ -79,7 +79,7 @@ import time
 
 from fastcore import asyncore
 
-__all__ = ["Listener", "WorkerError", "reuse_port_balances", "serve_forever"]
+__all__ = ["Listener", "WorkerError", "reuse_port_balances", "serve_forever", "usable_cpus"]
 
 log = logging.getLogger("fastcore.workers")
 
@@ -114,6 +114,16 @@ class Listener(asyncore.dispatcher):
         self.addr = sock.getsockname()
 
 
+def usable_cpus():
+    """The CPUs this process may run on (its affinity mask, a container's
+    cpuset), not all the machine's: the default number of workers."""
+    if hasattr(os, "process_cpu_count"):  # 3.13
+        return os.process_cpu_count() or 1
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) or 1
+    return os.cpu_count() or 1
+
+
 def reuse_port_balances():
     """True when this platform spreads connections over sockets bound with
     SO_REUSEPORT (SO_REUSEPORT_LB) to one address: what ``reuse_port=None``
@@ -132,8 +142,8 @@ def _balancing_option():
 def serve_forever(make_server, address, workers=None, *, backlog=1024, reuse_port=None,
                   loop_kwargs=None, on_worker_start=None, stop_timeout=10.0,
                   max_restarts=10, restart_window=60.0):
-    """Serve ``address`` with ``workers`` processes (``os.cpu_count()`` by
-    default; 0: in this process) until SIGTERM or SIGINT; then return None.
+    """Serve ``address`` with ``workers`` processes (by default one per CPU
+    this process may run on; 0: in this process) until SIGTERM or SIGINT; then return None.
 
     ``make_server(sock)`` is called in each worker with the listening socket
     and makes its dispatcher(s) (``Listener`` subclasses, typically) in the
@@ -203,7 +213,7 @@ def _check_arguments(make_server, workers, loop_kwargs, on_worker_start, backlog
     if on_worker_start is not None and not callable(on_worker_start):
         raise TypeError("on_worker_start must be callable or None, not %r" % (on_worker_start,))
     if workers is None:
-        workers = os.cpu_count() or 1
+        workers = usable_cpus()
     if isinstance(workers, bool) or not isinstance(workers, int):
         raise TypeError("workers must be an int, not %r" % (workers,))
     if workers < 0:

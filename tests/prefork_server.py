@@ -86,7 +86,8 @@ class CrashNow(asyncore.dispatcher_with_send):
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=2, help="-1: None (one per CPU)")
+    parser.add_argument("--one-cpu", action="store_true", help="restrict the affinity first")
     parser.add_argument("--reuse-port", choices=("auto", "yes", "no"), default="auto")
     parser.add_argument("--crash", choices=("start", "serving"))
     parser.add_argument("--max-restarts", type=int, default=10)
@@ -126,12 +127,15 @@ def main():
         primed.close()
         b.close()
 
+    if args.one_cpu:
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+    workers = None if args.workers == -1 else args.workers
     reuse_port = {"auto": None, "yes": True, "no": False}[args.reuse_port]
     address = ("127.0.0.1", 0)
     if args.given_socket:
         address = socket.create_server(address)
     try:
-        serve_forever(make_server, address, args.workers, reuse_port=reuse_port,
+        serve_forever(make_server, address, workers, reuse_port=reuse_port,
                       loop_kwargs={"map": socket_map, "timeout": 5.0},
                       on_worker_start=on_worker_start, max_restarts=args.max_restarts,
                       stop_timeout=args.stop_timeout)

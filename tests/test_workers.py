@@ -225,6 +225,16 @@ def test_a_given_listening_socket_is_shared_and_left_open(start, workers):
         assert "inherited socket" in "\n".join(p.err_lines)
 
 
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity here")
+def test_default_workers_follow_the_cpu_affinity(start):
+    p = start(SERVER, "--workers", "-1", "--one-cpu")
+    pids, _ = p.ready(1)
+    assert p.finish(signal.SIGTERM) == 0
+    assert any(line.startswith("fastcore.workers: 1 workers on") for line in p.err_lines), \
+        p.transcript()
+    assert len([x for x in p.out_lines if x.startswith("ready ")]) == 1
+
+
 def test_workers_zero_serves_in_process(start):
     p = start(SERVER, "--workers", "0")
     pids, port = p.ready(1)
@@ -260,6 +270,18 @@ def test_a_killed_worker_is_replaced(start, reuse):
     restarted = "worker 0 (pid %d) was killed by SIGKILL; restarting it" % pids[0]
     assert any(line.endswith(restarted) for line in p.err_lines), p.transcript()
     assert all(reaped(pid) for pid in live)
+
+
+def test_a_worker_stopped_by_someone_else_is_replaced(start):
+    p = start(SERVER, "--workers", "2")
+    pids, port = p.ready(2)
+    os.kill(pids[1], signal.SIGTERM)  # it exits cleanly; the parent did not ask for it
+    new_pids, _ = p.ready(1)
+    assert list(new_pids) == [1] and new_pids[1] not in pids.values()
+    assert any(line.endswith("worker 1 (pid %d) exited with code 0; restarting it" % pids[1])
+               for line in p.err_lines), p.transcript()
+    assert ask_pid(port) in {pids[0], new_pids[1]}
+    assert p.finish(signal.SIGTERM) == 0
 
 
 def test_a_worker_failing_at_start_fails_fast(start):
