@@ -46,10 +46,13 @@ The design, for a server author:
 - The parent restarts a worker that exits unexpectedly, keeping its index.
   A worker whose ``make_server`` or ``on_worker_start`` raises, when none
   has served yet, makes ``serve_forever`` stop the others and raise
-  ``WorkerError`` with that exception (a bug there fails fast). Later exits are
-  restarted at once, then with a growing delay (0.1 s doubling, at most
-  5 s) while they keep coming; more than ``max_restarts`` within
-  ``restart_window`` seconds stops everything with ``WorkerError``.
+  ``WorkerError`` with that exception (a bug there fails fast). Any other
+  unexpected exit is restarted at once, then with a growing delay (0.1 s
+  doubling, at most 5 s) while they keep coming; more than ``max_restarts``
+  within ``restart_window`` seconds stops everything with ``WorkerError``.
+- The parent flushes stdout and stderr before each fork (a worker would
+  write the parent's buffered output again) and a worker leaves with
+  ``os._exit()``: never back into the caller's code.
 - On SIGTERM or SIGINT the parent sends SIGTERM to every worker, waits up to
   ``stop_timeout`` seconds for them (a second signal cuts the wait short),
   SIGKILLs those left, reaps them all, restores its signal handlers and
@@ -510,6 +513,9 @@ class _Supervisor:
             _restore_handlers({signal.SIGCHLD: self.previous[signal.SIGCHLD]})
             for sock in (self.wake_r, self.wake_w, self.status_r, self.lifeline_w):
                 sock.close()
+            # Datagrams queue only so deep (net.unix.max_dgram_qlen): with many
+            # workers starting at once, wait for the parent to read rather than lose one.
+            self.status_w.settimeout(5.0)
             stop_signals = _StopSignals()
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             code = self.child_serve(index, stop_signals)
