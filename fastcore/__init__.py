@@ -23,6 +23,7 @@ __all__ = [
     "default_backend",
     "install",
     "run_in_executor",
+    "serve_forever",
     "__version__",
 ]
 
@@ -88,3 +89,12 @@ if os.environ.get("FASTCORE_DEBUG", "") not in ("", "0"):
     from fastcore import debug as _debug
 
     _debug.enable()
+
+
+def __getattr__(name):
+    # fastcore.workers (and logging) load on first use: `import fastcore` stays cheap.
+    if name == "serve_forever":
+        from fastcore.workers import serve_forever
+
+        return serve_forever
+    raise AttributeError("module 'fastcore' has no attribute %r" % (name,))
