@@ -55,6 +55,19 @@ class ChatMember(asynchat.async_chat):
         asynchat.async_chat.close(self)
 
 
+def listening_socket(host, port, backlog=1024):
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(backlog)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 class Server(asyncore.dispatcher):
     def __init__(self, host, port, make_handler, map):
         asyncore.dispatcher.__init__(self, map=map)

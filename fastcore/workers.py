@@ -144,9 +144,19 @@ def _balancing_option():
     return None
 
 
-def serve_forever(make_server, address, workers=None, *, backlog=1024, reuse_port=None,
-                  loop_kwargs=None, on_worker_start=None, stop_timeout=10.0,
-                  max_restarts=10, restart_window=60.0):
+def serve_forever(
+    make_server,
+    address,
+    workers=None,
+    *,
+    backlog=1024,
+    reuse_port=None,
+    loop_kwargs=None,
+    on_worker_start=None,
+    stop_timeout=10.0,
+    max_restarts=10,
+    restart_window=60.0,
+):
     """Serve ``address`` with ``workers`` processes (by default one per CPU
     this process may run on; 0: in this process) until SIGTERM or SIGINT; then return None.
 
@@ -163,8 +173,16 @@ def serve_forever(make_server, address, workers=None, *, backlog=1024, reuse_por
     restarted worker. Raises ``WorkerError`` when workers keep failing
     (see the module's docstring), ``OSError`` when the address cannot be bound.
     """
-    workers, loop_kwargs = _check_arguments(make_server, workers, loop_kwargs, on_worker_start,
-                                            backlog, stop_timeout, max_restarts, restart_window)
+    workers, loop_kwargs = _check_arguments(
+        make_server,
+        workers,
+        loop_kwargs,
+        on_worker_start,
+        backlog,
+        stop_timeout,
+        max_restarts,
+        restart_window,
+    )
 
     given_socket = isinstance(address, socket.socket)
     if given_socket:
@@ -177,8 +195,10 @@ def serve_forever(make_server, address, workers=None, *, backlog=1024, reuse_por
     if reuse_port is None:
         reuse_port = option is not None and workers >= 2 and not given_socket
     elif reuse_port and option is None:
-        raise ValueError("reuse_port=True: this platform has no SO_REUSEPORT that balances "
-                         "connections between sockets; use reuse_port=False or None")
+        raise ValueError(
+            "reuse_port=True: this platform has no SO_REUSEPORT that balances "
+            "connections between sockets; use reuse_port=False or None"
+        )
     reuse_port = bool(reuse_port) and workers >= 1
 
     worker = _Worker(make_server, loop_kwargs, on_worker_start)
@@ -197,8 +217,17 @@ def serve_forever(make_server, address, workers=None, *, backlog=1024, reuse_por
         reservation = None
         endpoint = address if given_socket else _listening_socket(_resolve(address), backlog)
     try:
-        _Supervisor(worker, workers, endpoint, reservation, option, backlog,
-                    stop_timeout, max_restarts, restart_window).run()
+        _Supervisor(
+            worker,
+            workers,
+            endpoint,
+            reservation,
+            option,
+            backlog,
+            stop_timeout,
+            max_restarts,
+            restart_window,
+        ).run()
     finally:
         if reservation is not None:
             reservation.close()
@@ -209,8 +238,17 @@ def serve_forever(make_server, address, workers=None, *, backlog=1024, reuse_por
 
 # -- checks and sockets ------------------------------------------------------
 
-def _check_arguments(make_server, workers, loop_kwargs, on_worker_start, backlog,
-                     stop_timeout, max_restarts, restart_window):
+
+def _check_arguments(
+    make_server,
+    workers,
+    loop_kwargs,
+    on_worker_start,
+    backlog,
+    stop_timeout,
+    max_restarts,
+    restart_window,
+):
     """Raise at the call for anything a worker would trip on; returns
     (workers, loop_kwargs), defaults applied."""
     if not callable(make_server):
@@ -224,22 +262,28 @@ def _check_arguments(make_server, workers, loop_kwargs, on_worker_start, backlog
     if workers < 0:
         raise ValueError("workers must be >= 0, not %d" % workers)
     if workers and not hasattr(os, "fork"):
-        raise RuntimeError("serve_forever(workers=%d) needs os.fork(), which this platform "
-                           "lacks; workers=0 serves in this process" % workers)
+        raise RuntimeError(
+            "serve_forever(workers=%d) needs os.fork(), which this platform "
+            "lacks; workers=0 serves in this process" % workers
+        )
     if threading.current_thread() is not threading.main_thread():
-        raise RuntimeError("serve_forever() must be called from the main thread "
-                           "(it handles SIGTERM and SIGINT)")
+        raise RuntimeError(
+            "serve_forever() must be called from the main thread (it handles SIGTERM and SIGINT)"
+        )
     loop_kwargs = _checked_loop_kwargs(loop_kwargs)
     socket_map = loop_kwargs.get("map")
     if socket_map is None:
         socket_map = asyncore.socket_map
     if socket_map:
-        raise RuntimeError("the loop's map already holds %d dispatcher(s): every worker would "
-                           "share them; make dispatchers in make_server, in the worker"
-                           % len(socket_map))
+        raise RuntimeError(
+            "the loop's map already holds %d dispatcher(s): every worker would "
+            "share them; make dispatchers in make_server, in the worker" % len(socket_map)
+        )
     if _core.next_timer_delay() is not None:
-        raise RuntimeError("fastcore timers or handed-over callbacks are pending: every worker "
-                           "would run its own copy; make them in make_server, in the worker")
+        raise RuntimeError(
+            "fastcore timers or handed-over callbacks are pending: every worker "
+            "would run its own copy; make them in make_server, in the worker"
+        )
     if not (isinstance(backlog, int) and backlog >= 0):
         raise ValueError("backlog must be an int >= 0, not %r" % (backlog,))
     for name, value in (("stop_timeout", stop_timeout), ("restart_window", restart_window)):
@@ -253,8 +297,9 @@ def _check_arguments(make_server, workers, loop_kwargs, on_worker_start, backlog
 def _checked_loop_kwargs(loop_kwargs):
     loop_kwargs = dict(loop_kwargs or {})
     if "count" in loop_kwargs:
-        raise ValueError("loop_kwargs: 'count' would end a worker's loop; workers serve until "
-                         "stopped")
+        raise ValueError(
+            "loop_kwargs: 'count' would end a worker's loop; workers serve until stopped"
+        )
     try:
         signature = inspect.signature(asyncore.loop)
     except (TypeError, ValueError):  # not introspectable: the worker's loop() will tell
@@ -267,18 +312,22 @@ def _checked_loop_kwargs(loop_kwargs):
 
 
 def _checked_address(address):
-    if not (isinstance(address, tuple) and len(address) in (2, 4)
-            and isinstance(address[0], str) and isinstance(address[1], int)):
-        raise TypeError("address must be (host, port) or a listening socket, not %r"
-                        % (address,))
+    if not (
+        isinstance(address, tuple)
+        and len(address) in (2, 4)
+        and isinstance(address[0], str)
+        and isinstance(address[1], int)
+    ):
+        raise TypeError("address must be (host, port) or a listening socket, not %r" % (address,))
     return address
 
 
 def _check_listening(sock):
     if sock.type != socket.SOCK_STREAM:
         raise ValueError("address: %r is not a SOCK_STREAM socket" % (sock,))
-    if hasattr(socket, "SO_ACCEPTCONN") and not sock.getsockopt(socket.SOL_SOCKET,
-                                                                 socket.SO_ACCEPTCONN):
+    if hasattr(socket, "SO_ACCEPTCONN") and not sock.getsockopt(
+        socket.SOL_SOCKET, socket.SO_ACCEPTCONN
+    ):
         raise ValueError("address: %r is not listening (call listen() first)" % (sock,))
 
 
@@ -289,7 +338,8 @@ def _resolve(address):
     if host == "":
         return socket.AF_INET, ("0.0.0.0", port)
     family, _, _, _, sockaddr = socket.getaddrinfo(
-        host, port, 0, socket.SOCK_STREAM, 0, socket.AI_PASSIVE)[0]
+        host, port, 0, socket.SOCK_STREAM, 0, socket.AI_PASSIVE
+    )[0]
     if len(address) == 4 and family == socket.AF_INET6:
         sockaddr = sockaddr[:2] + tuple(address[2:])
     return family, sockaddr
@@ -332,6 +382,7 @@ def _exit_description(status):
 
 # -- the worker --------------------------------------------------------------
 
+
 class _Stop(asyncore.ExitNow):
     """Ends a worker's loop: ExitNow goes through the loop's handler calls."""
 
@@ -360,10 +411,8 @@ class _StopSignals:
         self.wake_r, self.wake_w = socket.socketpair()
         self.wake_r.setblocking(False)
         self.wake_w.setblocking(False)
-        self.previous = {number: signal.signal(number, self.handler)
-                         for number in _STOP_SIGNALS}
-        self.previous_wakeup = signal.set_wakeup_fd(self.wake_w.fileno(),
-                                                    warn_on_full_buffer=False)
+        self.previous = {number: signal.signal(number, self.handler) for number in _STOP_SIGNALS}
+        self.previous_wakeup = signal.set_wakeup_fd(self.wake_w.fileno(), warn_on_full_buffer=False)
 
     def handler(self, number, frame):
         try:
@@ -415,8 +464,10 @@ class _Worker:
         try:
             self.make_server(sock)
             if all(any(obj is w for w in watchers) for obj in socket_map.values()):
-                raise RuntimeError("make_server(sock) made no dispatcher in the map the loop "
-                                   "runs (loop_kwargs['map'], else asyncore.socket_map)")
+                raise RuntimeError(
+                    "make_server(sock) made no dispatcher in the map the loop "
+                    "runs (loop_kwargs['map'], else asyncore.socket_map)"
+                )
             if self.on_worker_start is not None:
                 self.on_worker_start(index)
             if report is not None:
@@ -429,6 +480,7 @@ class _Worker:
 
 
 # -- the parent --------------------------------------------------------------
+
 
 class _Child:
     __slots__ = ("index", "pid", "serving", "error")
@@ -443,8 +495,18 @@ class _Child:
 class _Supervisor:
     """Forks the workers, restarts those that exit, stops them all at the end."""
 
-    def __init__(self, worker, workers, endpoint, reservation, reuse_option, backlog,
-                 stop_timeout, max_restarts, restart_window):
+    def __init__(
+        self,
+        worker,
+        workers,
+        endpoint,
+        reservation,
+        reuse_option,
+        backlog,
+        stop_timeout,
+        max_restarts,
+        restart_window,
+    ):
         self.worker = worker
         self.workers = workers
         self.endpoint = endpoint  # the inherited listening socket, or None
@@ -469,21 +531,30 @@ class _Supervisor:
         # The workers watch lifeline_r: it reads EOF once this process (the
         # only holder of lifeline_w) is gone, however it went.
         self.lifeline_r, self.lifeline_w = socket.socketpair()
-        own = (self.wake_r, self.wake_w, self.status_r, self.status_w,
-               self.lifeline_r, self.lifeline_w)
+        own = (
+            self.wake_r,
+            self.wake_w,
+            self.status_r,
+            self.status_w,
+            self.lifeline_r,
+            self.lifeline_w,
+        )
         for sock in own:
             sock.setblocking(False)
         self.signals = (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD)
         self.previous = {number: signal.signal(number, _ignore_signal) for number in self.signals}
-        self.previous_wakeup = signal.set_wakeup_fd(self.wake_w.fileno(),
-                                                    warn_on_full_buffer=False)
+        self.previous_wakeup = signal.set_wakeup_fd(self.wake_w.fileno(), warn_on_full_buffer=False)
         self.poller = select.poll()
         self.poller.register(self.wake_r, select.POLLIN)
         self.poller.register(self.status_r, select.POLLIN)
         try:
             where = self.reservation or self.endpoint
-            log.info("%d workers on %s (%s)", self.workers, where.getsockname(),
-                     "SO_REUSEPORT" if self.reservation is not None else "inherited socket")
+            log.info(
+                "%d workers on %s (%s)",
+                self.workers,
+                where.getsockname(),
+                "SO_REUSEPORT" if self.reservation is not None else "inherited socket",
+            )
             for index in range(self.workers):
                 self.spawn(index)
             self.supervise()
@@ -539,8 +610,9 @@ class _Supervisor:
             sock = _listening_socket(self.resolved, self.backlog, self.reuse_option)
         else:
             sock = self.endpoint
-        self.worker.serve(index, sock, stop_signals, self.lifeline_r,
-                          lambda what: self.report(index, what))
+        self.worker.serve(
+            index, sock, stop_signals, self.lifeline_r, lambda what: self.report(index, what)
+        )
         return 0
 
     def report(self, index, what):
@@ -555,8 +627,11 @@ class _Supervisor:
         while True:
             self.wait(self.next_due())
             if self.stop_signal is not None:
-                log.info("%s: stopping %d workers", signal.Signals(self.stop_signal).name,
-                         len(self.children))
+                log.info(
+                    "%s: stopping %d workers",
+                    signal.Signals(self.stop_signal).name,
+                    len(self.children),
+                )
                 return
             for child, status in self.reap():
                 self.exited(child, status)
@@ -596,7 +671,7 @@ class _Supervisor:
                 child.serving = True
                 self.any_served = True
             elif what.startswith("error "):
-                child.error = what[len("error "):]
+                child.error = what[len("error ") :]
 
     def reap(self):
         for pid, child in list(self.children.items()):
@@ -619,13 +694,20 @@ class _Supervisor:
             self.exits.popleft()
         recent = len(self.exits)
         if recent > self.max_restarts:
-            raise WorkerError("%d unexpected worker exits within %g s (the last: worker %d "
-                              "(pid %d) %s%s); giving up"
-                              % (recent, self.restart_window, child.index, child.pid, how,
-                                 because))
+            raise WorkerError(
+                "%d unexpected worker exits within %g s (the last: worker %d "
+                "(pid %d) %s%s); giving up"
+                % (recent, self.restart_window, child.index, child.pid, how, because)
+            )
         delay = 0.0 if recent == 1 else min(_FIRST_DELAY * 2 ** (recent - 2), _MAX_DELAY)
-        log.warning("worker %d (pid %d) %s%s; restarting it%s", child.index, child.pid, how,
-                    because, " in %.1f s" % delay if delay else "")
+        log.warning(
+            "worker %d (pid %d) %s%s; restarting it%s",
+            child.index,
+            child.pid,
+            how,
+            because,
+            " in %.1f s" % delay if delay else "",
+        )
         self.due[child.index] = now + delay
 
     # -- stopping ------------------------------------------------------------
@@ -646,9 +728,13 @@ class _Supervisor:
             for _ in self.reap():
                 pass
         if self.children:
-            log.warning("killing %d workers still running (%s)", len(self.children),
-                        "second signal" if self.stop_requests > requests
-                        else "stop_timeout=%g s" % self.stop_timeout)
+            log.warning(
+                "killing %d workers still running (%s)",
+                len(self.children),
+                "second signal"
+                if self.stop_requests > requests
+                else "stop_timeout=%g s" % self.stop_timeout,
+            )
             for pid in self.children:
                 _kill(pid, signal.SIGKILL)
             for pid in list(self.children):

@@ -25,7 +25,10 @@ class Server:
             [sys.executable, "-m", "fastcore"] + list(args), cwd=self.cwd,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.addresses = {}
-        expected = 2 if "--metrics-port" in args else 1
+        expected = 1
+        if "--metrics-port" in args:
+            # One metrics endpoint, or one per worker.
+            expected += int(args[args.index("--workers") + 1]) if "--workers" in args else 1
         while len(self.addresses) < expected:
             line = self._readline()
             m = LISTENING.match(line.strip())
@@ -190,6 +193,31 @@ def test_metrics_port(server):
     assert re.search(r"^fastcore_listening 2$", body, re.M), body
     a.close()
     s.stop()
+
+
+def test_workers_share_the_port_and_stop_together(server):
+    import http.client
+
+    s = server("echo", "--port", "0", "--workers", "2", "--metrics-port", "0")
+    assert set(s.addresses) == {"echo", "metrics0", "metrics1"}
+    conns = [s.connect("echo") for _ in range(20)]
+    for i, c in enumerate(conns):
+        c.sendall(b"line %d\n" % i)
+    for i, c in enumerate(conns):
+        assert read_line(c) == b"line %d\n" % i
+        c.close()
+    accepted = 0
+    for name in ("metrics0", "metrics1"):
+        conn = http.client.HTTPConnection(*s.addresses[name], timeout=support.DEFAULT_TIMEOUT)
+        conn.request("GET", "/metrics")
+        body = conn.getresponse().read().decode()
+        conn.close()
+        accepted += int(re.search(r"^fastcore_connections_accepted_total (\d+)$", body, re.M).group(1))
+    # Each worker counts what it accepted (its scrapes included): all 20 between them.
+    assert accepted >= 20
+    out, err = s.stop()
+    assert s.proc.returncode == 0, err
+    assert "2 workers" in err
 
 
 def test_debug_flag(server):
