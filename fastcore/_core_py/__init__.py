@@ -17,6 +17,7 @@ from fastcore._core_py.dispatch import (
 from fastcore._core_py.dispatcher import DispatcherBase, WithSendBase
 from fastcore._core_py.pollers import available_backends, default_backend
 from fastcore._core_py.registry import release_map
+from fastcore._core_py.tls import start_tls, stop_tls, tls_object, tls_state
 
 __all__ = [
     "ChatBase",
@@ -33,5 +34,9 @@ __all__ = [
     "readwrite",
     "release_map",
     "set_default_map_source",
+    "start_tls",
+    "stop_tls",
+    "tls_object",
+    "tls_state",
     "write",
 ]

@@ -30,6 +30,7 @@ from fastcore._core_py.registry import (
     registry_for,
     release_map,
 )
+from fastcore._core_py.tls import add_ready, read_handler, take_ready, write_handler
 
 _MAX_TIMEOUT = 2147483.0  # seconds: the longest wait poll() and epoll take
 
@@ -135,7 +136,11 @@ def _iterate(timeout, map, backend, select_style):
     registry = registry_for(map, backend)
     iteration = begin_iteration()
     registry.prepare(select_style)
-    ready = registry.wait(timeout, iteration)
+    # Plaintext a TLS layer holds is read without waiting for the socket.
+    tls_ready = take_ready(registry)
+    ready = registry.wait(0.0 if tls_ready else timeout, iteration)
+    if tls_ready:
+        ready = add_ready(ready, tls_ready)
     if not ready:
         return
     if select_style:
@@ -168,7 +173,7 @@ def _dispatch_select(ready, map, iteration):
     # event, with select()'s view of HUP and ERR.
     for fd, obj, flags, mask in ready:
         if mask & POLLIN and flags & (POLLIN | GONE) and _alive(map, fd, obj, iteration):
-            _run(obj.handle_read_event, obj, fd, map)
+            _run(read_handler(obj), obj, fd, map)
     for fd, obj, flags, mask in ready:
         if (
             mask & POLLOUT
@@ -177,7 +182,7 @@ def _dispatch_select(ready, map, iteration):
             )
             and _alive(map, fd, obj, iteration)
         ):
-            _run(obj.handle_write_event, obj, fd, map)
+            _run(write_handler(obj), obj, fd, map)
     for fd, obj, flags, _ in ready:
         if flags & POLLPRI and _alive(map, fd, obj, iteration):
             _run(obj.handle_expt_event, obj, fd, map)
@@ -191,9 +196,9 @@ def _dispatch_poll(ready, map, iteration):
             continue
         try:
             if flags & POLLIN:
-                obj.handle_read_event()
+                read_handler(obj)()
             if flags & POLLOUT and _alive(map, fd, obj, iteration):
-                obj.handle_write_event()
+                write_handler(obj)()
             if flags & POLLPRI and mask & POLLIN and _alive(map, fd, obj, iteration):
                 obj.handle_expt_event()
             if flags & GONE and not flags & POLLIN and _alive(map, fd, obj, iteration):

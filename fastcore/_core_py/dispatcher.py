@@ -17,6 +17,7 @@ from fastcore._core_py.registry import Registered
 class DispatcherBase(Registered):
     _fc_connected = False
     _fc_accepting = False
+    _fc_tls = None  # the TLSLayer (fastcore/_core_py/tls.py) while TLS is on
 
     def __new__(cls, *args, **kwargs):
         self = super().__new__(cls)
@@ -131,6 +132,8 @@ class DispatcherBase(Registered):
             self.handle_expt()
 
     def send(self, data):
+        if self._fc_tls is not None:
+            return self._fc_tls.send(data)
         try:
             return self.socket.send(data)
         except OSError as why:
@@ -142,6 +145,8 @@ class DispatcherBase(Registered):
             raise
 
     def recv(self, buffer_size):
+        if self._fc_tls is not None:
+            return self._fc_tls.recv(buffer_size)
         try:
             data = self.socket.recv(buffer_size)
         except OSError as why:
