@@ -101,11 +101,13 @@ cdef class Registry
 cdef class DispatcherBase
 cdef class WithSendBase
 cdef class ChatBase
+cdef class TLSLayer
 
 include "pollers.pxi"
 include "registry.pxi"
 include "dispatcher.pxi"
 include "chat.pxi"
+include "tls.pxi"
 include "dispatch.pxi"
 
 _base_readable = DispatcherBase.readable

@@ -95,6 +95,11 @@ cdef inline bint still_owns(object map, Entry entry):
 
 
 cdef inline int do_read(object obj) except -1:
+    cdef TLSLayer layer
+    if isinstance(obj, DispatcherBase) and (<DispatcherBase>obj)._tls is not None:
+        layer = (<DispatcherBase>obj)._tls
+        if not layer.on_read():
+            return 0
     if isinstance(obj, DispatcherBase) and \
             (<DispatcherBase>obj).uses(FAST_READ_EVENT):
         (<DispatcherBase>obj).read_event()
@@ -104,6 +109,11 @@ cdef inline int do_read(object obj) except -1:
 
 
 cdef inline int do_write(object obj) except -1:
+    cdef TLSLayer layer
+    if isinstance(obj, DispatcherBase) and (<DispatcherBase>obj)._tls is not None:
+        layer = (<DispatcherBase>obj)._tls
+        if not layer.on_write():
+            return 0
     if isinstance(obj, DispatcherBase) and \
             (<DispatcherBase>obj).uses(FAST_WRITE_EVENT):
         (<DispatcherBase>obj).write_event()
@@ -187,12 +197,16 @@ cdef int poll_once(object timeout, object map, int style, str backend) except -1
     cdef int n, i, flags, ms
     cdef unsigned long unregistrations
     cdef list ready
+    cdef list tls_ready = None
     if not map:
         return 0
     reg = registry_for(map, backend)
     _iteration += 1
     reg.prepare(style)
-    ms = 0 if reg.always else timeout_ms(timeout)
+    if _tls_ready:
+        # Plaintext a TLS layer holds is read without waiting for the socket.
+        tls_ready = tls_take_ready(reg)
+    ms = 0 if reg.always or tls_ready else timeout_ms(timeout)
     poller = reg.poller
     unregistrations = reg.unregistrations
     n = poller.wait(ms)
@@ -214,6 +228,8 @@ cdef int poll_once(object timeout, object map, int style, str backend) except -1
     for e in reg.always.values():
         entry = <Entry>e
         ready.append((entry, entry.mask & (FC_IN | FC_OUT)))
+    if tls_ready:
+        tls_add_ready(ready, tls_ready)
 
     # A dispatcher whose close was handled earlier and is still in the map
     # gets no more HUP/ERR: stop polling it rather than spin.

@@ -22,6 +22,7 @@ cdef class DispatcherBase:
     cdef bint _reclassify  # readable/writable may have been replaced: kind to check
     cdef int _fast_paths   # FAST_* bits of the methods its class left to the core
     cdef unsigned int _fast_version  # the class's version tag when they were worked out
+    cdef TLSLayer _tls     # while TLS is on (tls.pxi): recv/send and events go through it
 
     def __cinit__(self, *args, **kwargs):
         self._connected = False
@@ -197,6 +198,8 @@ cdef class DispatcherBase:
         return self.sock_send(data)
 
     cdef object sock_send(self, data):
+        if self._tls is not None:
+            return self._tls.send(data)
         try:
             return self.socket.send(data)
         except OSError as why:
@@ -211,6 +214,8 @@ cdef class DispatcherBase:
         return self.sock_recv(buffer_size)
 
     cdef object sock_recv(self, buffer_size):
+        if self._tls is not None:
+            return self._tls.recv(buffer_size)
         try:
             data = self.socket.recv(buffer_size)
         except OSError as why:
