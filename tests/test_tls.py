@@ -158,6 +158,10 @@ def line_server_class(asynchat, tls, record):
             if line == b"STARTTLS":
                 self.push(b"220 go ahead\r\n")
                 tls.start_tls(self, self.ctx, server_side=True)
+            elif line == b"STARTTLS BIG":
+                # More than one send: the reply is still queued at start_tls().
+                self.push(b"x" * (1 << 20) + b"\r\n220 go ahead\r\n")
+                tls.start_tls(self, self.ctx, server_side=True)
             elif line == b"CCC":
                 self.push(b"200 plaintext from now on\r\n")
                 tls.stop_tls(self)
@@ -494,6 +498,25 @@ def test_starttls_client_waits_for_reply(asyncore, asynchat, tls, sockmap, use_p
     assert record[:4] == [b"hello", b"STARTTLS", "handshake done", b"secret"]
 
 
+def test_starttls_reply_queued_goes_out_in_the_clear(asyncore, asynchat, tls, sockmap,
+                                                     use_poll):
+    server, record = serve_lines(asyncore, asynchat, tls, sockmap, tls_now=False)
+
+    def client():
+        raw = socket.create_connection((support.LOCALHOST, server.port), timeout=TIMEOUT)
+        buf = bytearray()
+        raw.sendall(b"STARTTLS BIG\r\n")
+        big = read_line(raw, buf)
+        reply = read_line(raw, buf)
+        assert not buf
+        with client_context().wrap_socket(raw, server_hostname="localhost") as s:
+            s.sendall(b"secret\r\n")
+            return big == b"x" * (1 << 20), reply, read_line(s, bytearray())
+
+    assert run_with(asyncore, sockmap, support.start_thread(client), use_poll) == (
+        True, b"220 go ahead", b"tls: secret")
+
+
 def test_starttls_client_hello_with_the_command(asyncore, asynchat, tls, sockmap, use_poll):
     """The command, the ClientHello and nothing else in one send: the server
     reads the ClientHello together with the command line."""
@@ -560,6 +583,78 @@ def test_unwrap_back_to_plaintext(asyncore, asynchat, tls, sockmap, use_poll):
         b"tls: before", b"200 plaintext from now on", b"plain: after")
     assert record[:5] == ["handshake done", b"before", b"CCC", "unwrap done", b"after"]
     assert tls.tls_state(server.handlers[0]) == "plain"
+
+
+def test_client_starttls_and_unwrap(asyncore, asynchat, tls, sockmap, use_poll):
+    """fastcore as the client: STARTTLS after a greeting, then CCC back to
+    plaintext, against a blocking ssl server."""
+    listener = socket.create_server((support.LOCALHOST, 0))
+    port = listener.getsockname()[1]
+
+    def server():
+        raw, _ = listener.accept()
+        raw.settimeout(TIMEOUT)
+        buf = bytearray()
+        with raw:
+            raw.sendall(b"220 welcome\r\n")
+            assert read_line(raw, buf) == b"STARTTLS"
+            raw.sendall(b"220 go ahead\r\n")
+            s = server_context().wrap_socket(raw, server_side=True)
+            line = read_line(s, buf)
+            s.sendall(b"tls " + line + b"\r\n")
+            assert read_line(s, buf) == b"CCC"
+            s.sendall(b"200 ok\r\n")
+            plain = s.unwrap()  # wrap_socket took raw's fd: this is the socket now
+            line = read_line(plain, buf)
+            plain.sendall(b"plain " + line + b"\r\n")
+            leftover = bytes(buf)
+            plain.close()
+            return leftover
+
+    lines = []
+
+    class Client(asynchat.async_chat):
+        def __init__(self):
+            asynchat.async_chat.__init__(self, map=sockmap)
+            self.set_terminator(b"\r\n")
+            self.parts = []
+            self.create_socket()
+            self.connect((support.LOCALHOST, port))
+
+        def collect_incoming_data(self, data):
+            self.parts.append(data)
+
+        def found_terminator(self):
+            line = b"".join(self.parts)
+            self.parts = []
+            lines.append(line)
+            if line == b"220 welcome":
+                self.push(b"STARTTLS\r\n")
+            elif line == b"220 go ahead":
+                tls.start_tls(self, client_context(), server_hostname="localhost")
+            elif line == b"tls hello":
+                self.push(b"CCC\r\n")
+            elif line == b"200 ok":
+                tls.stop_tls(self)
+            elif line == b"plain again":
+                self.close()
+
+        def handle_handshake_done(self):
+            self.push(b"hello\r\n")
+
+        def handle_unwrap_done(self):
+            lines.append("unwrap done")
+            self.push(b"again\r\n")
+
+    thread = support.start_thread(server)
+    try:
+        Client()
+        assert run_with(asyncore, sockmap, thread, use_poll) == b""
+        support.run_until(asyncore, sockmap, lambda: not sockmap)
+    finally:
+        listener.close()
+    assert lines == [b"220 welcome", b"220 go ahead", b"tls hello", b"200 ok", "unwrap done",
+                     b"plain again"]
 
 
 def test_unwrap_plaintext_right_behind_close_notify(asyncore, asynchat, tls, sockmap):
