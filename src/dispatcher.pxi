@@ -230,6 +230,8 @@ cdef class DispatcherBase:
         return data
 
     def close(self):
+        if self._tls is not None:
+            self._tls.close_notify()
         self.connected = False
         self.accepting = False
         self.connecting = False

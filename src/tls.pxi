@@ -216,6 +216,24 @@ cdef class TLSLayer:
             self.detach()
         return 0
 
+    cdef int close_notify(self) except -1:
+        """The connection is being closed: tell the peer (best effort, never
+        blocks; skipped while ciphertext still waits, and when no TLS is open)."""
+        if self.state != TLS_OPEN or len(self.cipher) or self.eof:
+            return 0
+        self.state = TLS_UNWRAPPING
+        try:
+            self.sslobj.unwrap()
+        except _SSLError:
+            pass
+        try:
+            data = self.outgoing.read()
+            if data:
+                self.owner.socket.send(data)
+        except OSError:
+            pass
+        return 0
+
     cdef int detach(self) except -1:
         cdef DispatcherBase owner = self.owner
         if owner._tls is self:

@@ -48,9 +48,11 @@ def client_context(cert=False):
 
 
 def tls_client(port, ctx=None):
-    """A blocking TLS client connected to the loopback port."""
+    """A blocking TLS client connected to the loopback port; a close without
+    close_notify raises SSLEOFError."""
     raw = socket.create_connection((support.LOCALHOST, port), timeout=TIMEOUT)
-    return (ctx or client_context()).wrap_socket(raw, server_hostname="localhost")
+    return (ctx or client_context()).wrap_socket(
+        raw, server_hostname="localhost", suppress_ragged_eofs=False)
 
 
 def read_line(sock, buf):
@@ -229,6 +231,8 @@ def test_server_handshake_and_lines(asyncore, asynchat, tls, sockmap, use_poll):
             replies += [read_line(s, buf) for _ in range(200)]
             s.sendall(b"QUIT\r\n")
             replies.append(read_line(s, buf))
+            assert not buf
+            assert s.recv(100) == b""  # close_notify (a bare EOF would raise, below)
             return s.version(), replies
 
     version, replies = run_with(asyncore, sockmap, support.start_thread(client), use_poll)

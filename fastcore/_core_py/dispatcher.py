@@ -161,6 +161,8 @@ class DispatcherBase(Registered):
         return data
 
     def close(self):
+        if self._fc_tls is not None:
+            self._fc_tls.close_notify()
         self.connected = False
         self.accepting = False
         self.connecting = False

@@ -212,6 +212,23 @@ class TLSLayer:
         if not self.plain and not self.cipher:
             self._detach()
 
+    def close_notify(self):
+        """The connection is being closed: tell the peer (best effort, never
+        blocks; skipped while ciphertext still waits, and when no TLS is open)."""
+        if self.state != OPEN or self.cipher or self.eof:
+            return
+        self.state = UNWRAPPING
+        try:
+            self.sslobj.unwrap()
+        except ssl.SSLError:
+            pass
+        try:
+            data = self.outgoing.read()
+            if data:
+                self.owner.socket.send(data)
+        except OSError:
+            pass
+
     def _detach(self):
         owner = self.owner
         if owner._fc_tls is self:
