@@ -43,8 +43,11 @@ cdef class TLSLayer:
     cdef object outgoing
     cdef object sslobj
     cdef int state
-    cdef bytearray plain       # decrypted, not yet recv()'d
+    cdef object plain          # decrypted, not yet recv()'d: a deque of bytes
+    cdef Py_ssize_t plain_len
     cdef object cipher         # encrypted, not yet taken by the socket
+    # Bound methods, looked up once: the socket and the BIOs stay for good.
+    cdef object sock_recv, sock_send, bio_write, bio_read, ssl_read, ssl_write
     cdef bint eof              # the peer closed (TCP EOF or close_notify)
     cdef bint write_wants_read  # SSL_write needs the peer first
     cdef bint queued           # in _tls_ready
@@ -57,8 +60,14 @@ cdef class TLSLayer:
             self.incoming, self.outgoing, server_side=server_side,
             server_hostname=server_hostname, session=session)
         self.state = TLS_DRAINING
-        self.plain = bytearray()
+        self.plain = collections.deque()
         self.cipher = b""
+        self.sock_recv = owner.socket.recv
+        self.sock_send = owner.socket.send
+        self.bio_write = self.incoming.write
+        self.bio_read = self.outgoing.read
+        self.ssl_read = self.sslobj.read
+        self.ssl_write = self.sslobj.write
 
     # -- what the loop asks --------------------------------------------------
 
@@ -88,12 +97,12 @@ cdef class TLSLayer:
                 return 0
         if self.state == TLS_UNWRAPPING:
             self.unwrap()
-            return self.state == TLS_PLAIN and len(self.plain) > 0
+            return self.state == TLS_PLAIN and self.plain_len > 0
         self.decrypt()
         if self.write_wants_read:
             self.write_wants_read = False
             self.owner.mark_dirty()
-        return len(self.plain) > 0 or self.eof
+        return self.plain_len > 0 or self.eof
 
     cdef int on_write(self) except -1:
         """A write event: 1 if the dispatcher's write event should run."""
@@ -111,11 +120,9 @@ cdef class TLSLayer:
     # -- the dispatcher's recv/send ------------------------------------------
 
     cdef object recv(self, buffer_size):
-        cdef bytearray plain = self.plain
-        if plain:
-            data = bytes(plain[:buffer_size])
-            del plain[:buffer_size]
-            if plain:
+        if self.plain_len:
+            data = self.take_plain(buffer_size)
+            if self.plain_len:
                 self.queue()
             elif self.state == TLS_PLAIN:
                 self.detach()
@@ -127,6 +134,36 @@ cdef class TLSLayer:
             self.owner.close_once()
             return b""
         raise BlockingIOError(EWOULDBLOCK, "no TLS application data yet")
+
+    cdef object take_plain(self, Py_ssize_t size):
+        """Up to size bytes of the plaintext held, splitting at most one chunk."""
+        cdef object plain = self.plain
+        cdef Py_ssize_t n
+        if size <= 0:
+            return b""
+        if self.plain_len <= size:
+            data = plain.popleft() if len(plain) == 1 else b"".join(plain)
+            plain.clear()
+            self.plain_len = 0
+            return data
+        parts = []
+        while size:
+            first = plain[0]
+            n = len(first)
+            if n <= size:
+                parts.append(plain.popleft())
+            else:
+                parts.append(first[:size])
+                plain[0] = first[size:]
+                n = size
+            size -= n
+            self.plain_len -= n
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    cdef int add_plain(self, data) except -1:
+        self.plain.append(data)
+        self.plain_len += len(data)
+        return 0
 
     cdef object send(self, data):
         cdef int state = self.state
@@ -142,7 +179,7 @@ cdef class TLSLayer:
         if state != TLS_OPEN or self.write_wants_read:
             return 0
         try:
-            sent = self.sslobj.write(data)
+            sent = self.ssl_write(data)
         except _SSLWantReadError:
             self.write_wants_read = True
             self.owner.mark_dirty()
@@ -206,13 +243,13 @@ cdef class TLSLayer:
         # The close_notify was the last record: what follows is plaintext.
         rest = self.incoming.read()
         if rest:
-            self.plain += rest
+            self.add_plain(rest)
         self.state = TLS_PLAIN
         self.owner.mark_dirty()
         done = getattr(self.owner, "handle_unwrap_done", None)
         if done is not None:
             done()
-        if not self.plain and not len(self.cipher):
+        if not self.plain_len and not len(self.cipher):
             self.detach()
         return 0
 
@@ -227,9 +264,9 @@ cdef class TLSLayer:
         except _SSLError:
             pass
         try:
-            data = self.outgoing.read()
+            data = self.bio_read()
             if data:
-                self.owner.socket.send(data)
+                self.sock_send(data)
         except OSError:
             pass
         return 0
@@ -238,7 +275,7 @@ cdef class TLSLayer:
         cdef DispatcherBase owner = self.owner
         if owner._tls is self:
             owner._tls = None
-            if self.eof and not self.plain:
+            if self.eof and not self.plain_len:
                 owner.close_once()
             owner.mark_dirty()
         return 0
@@ -255,7 +292,7 @@ cdef class TLSLayer:
         if self.eof:
             return 0
         try:
-            data = self.owner.socket.recv(TLS_SOCKET_READ_SIZE)
+            data = self.sock_recv(TLS_SOCKET_READ_SIZE)
         except BlockingIOError:
             return 0
         except OSError as why:
@@ -264,20 +301,21 @@ cdef class TLSLayer:
             data = b""
         if data:
             if self.state == TLS_PLAIN:
-                self.plain += data
+                self.add_plain(data)
             else:
-                self.incoming.write(data)
+                self.bio_write(data)
         else:
             self.eof = True
             self.incoming.write_eof()
         return 0
 
     cdef int decrypt(self) except -1:
-        cdef bytearray plain = self.plain
-        read = self.sslobj.read
-        while True:
+        incoming = self.incoming
+        # A read asks for more than a record holds, so once the BIO is empty
+        # nothing is left to decrypt (and no SSLWantReadError need be raised).
+        while incoming.pending:
             try:
-                chunk = read(TLS_SOCKET_READ_SIZE)
+                chunk = self.ssl_read(TLS_SOCKET_READ_SIZE)
             except _SSLWantReadError:
                 break
             except (_SSLZeroReturnError, _SSLEOFError):
@@ -286,14 +324,14 @@ cdef class TLSLayer:
             if not chunk:
                 self.eof = True   # close_notify
                 break
-            plain += chunk
+            self.add_plain(chunk)
         if self.outgoing.pending:   # post-handshake messages may need an answer
             self.flush()
         return 0
 
     cdef object send_plain(self, data):
         try:
-            return self.owner.socket.send(data)
+            return self.sock_send(data)
         except BlockingIOError:
             return 0
         except OSError as why:
@@ -304,11 +342,11 @@ cdef class TLSLayer:
 
     cdef int flush(self) except -1:
         cdef bint had = len(self.cipher) > 0
-        cipher = self.cipher if had else self.outgoing.read()
-        sock = self.owner.socket
+        cdef Py_ssize_t sent
+        cipher = self.cipher if had else self.bio_read()
         while len(cipher):
             try:
-                sent = sock.send(cipher)
+                sent = self.sock_send(cipher)
             except BlockingIOError:
                 break
             except OSError as why:
@@ -318,9 +356,10 @@ cdef class TLSLayer:
                 self.eof = True
                 self.owner.close_once()
                 return 0
-            cipher = memoryview(cipher)[sent:]
-            if not len(cipher):
-                cipher = self.outgoing.read()
+            if sent < len(cipher):
+                cipher = memoryview(cipher)[sent:]
+                break   # the socket is full: the rest waits for a write event
+            cipher = self.bio_read() if self.outgoing.pending else b""
         self.cipher = cipher
         if had != (len(cipher) > 0):
             self.owner.mark_dirty()
@@ -364,7 +403,7 @@ cdef list tls_take_ready(Registry reg):
     for item in _tls_ready:
         layer = <TLSLayer>item
         owner = layer.owner
-        if layer.owner._tls is not layer or not layer.plain or not layer.owner._entries:
+        if layer.owner._tls is not layer or not layer.plain_len or not layer.owner._entries:
             layer.queued = False
             continue
         entry = reg.entries.get(owner._fileno)

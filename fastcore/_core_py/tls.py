@@ -13,6 +13,7 @@ handed to the incoming BIO, so none is lost or reordered.
 """
 
 import ssl
+from collections import deque
 from errno import EWOULDBLOCK
 
 from fastcore._common import _DISCONNECTED, POLLIN
@@ -28,6 +29,8 @@ HANDSHAKING = 1
 OPEN = 2
 UNWRAPPING = 3
 PLAIN = 4  # unwrapped: plaintext read with the close_notify is handed out first
+
+STATE_NAMES = ("draining", "handshaking", "open", "unwrapping", "unwrapped")
 
 # Layers holding plaintext their dispatcher has not read yet: the loop gives
 # them a read event without waiting for the socket.
@@ -47,8 +50,16 @@ class TLSLayer:
             session=session,
         )
         self.state = DRAINING
-        self.plain = bytearray()  # decrypted, not yet recv()'d
+        self.plain = deque()  # decrypted, not yet recv()'d
+        self.plain_len = 0
         self.cipher = b""  # encrypted, not yet taken by the socket
+        # Bound methods, looked up once: the socket and the BIOs stay for good.
+        self.sock_recv = owner.socket.recv
+        self.sock_send = owner.socket.send
+        self.bio_write = self.incoming.write
+        self.bio_read = self.outgoing.read
+        self.ssl_read = self.sslobj.read
+        self.ssl_write = self.sslobj.write
         self.eof = False  # the peer closed (TCP EOF or close_notify)
         self.write_wants_read = False  # SSL_write needs the peer first
         self.queued = False  # in _ready
@@ -81,12 +92,12 @@ class TLSLayer:
                 return False
         if self.state == UNWRAPPING:
             self._unwrap()
-            return self.state == PLAIN and bool(self.plain)
+            return self.state == PLAIN and self.plain_len > 0
         self._decrypt()
         if self.write_wants_read:
             self.write_wants_read = False
             self.owner._mark_dirty()
-        return bool(self.plain) or self.eof
+        return self.plain_len > 0 or self.eof
 
     def on_write(self):
         """A write event: True if the dispatcher's handle_write_event should run."""
@@ -112,11 +123,9 @@ class TLSLayer:
     # -- the dispatcher's recv/send ------------------------------------------
 
     def recv(self, buffer_size):
-        plain = self.plain
-        if plain:
-            data = bytes(plain[:buffer_size])
-            del plain[:buffer_size]
-            if plain:
+        if self.plain_len:
+            data = self._take_plain(buffer_size)
+            if self.plain_len:
                 self._queue()
             elif self.state == PLAIN:
                 self._detach()
@@ -128,6 +137,34 @@ class TLSLayer:
             self.owner._close_once()
             return b""
         raise BlockingIOError(EWOULDBLOCK, "no TLS application data yet")
+
+    def _take_plain(self, size):
+        """Up to size bytes of the plaintext held, splitting at most one chunk."""
+        plain = self.plain
+        if size <= 0:
+            return b""
+        if self.plain_len <= size:
+            data = plain.popleft() if len(plain) == 1 else b"".join(plain)
+            plain.clear()
+            self.plain_len = 0
+            return data
+        parts = []
+        while size:
+            first = plain[0]
+            n = len(first)
+            if n <= size:
+                parts.append(plain.popleft())
+            else:
+                parts.append(first[:size])
+                plain[0] = first[size:]
+                n = size
+            size -= n
+            self.plain_len -= n
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def _add_plain(self, data):
+        self.plain.append(data)
+        self.plain_len += len(data)
 
     def send(self, data):
         state = self.state
@@ -143,7 +180,7 @@ class TLSLayer:
         if state != OPEN or self.write_wants_read:
             return 0
         try:
-            sent = self.sslobj.write(data)
+            sent = self.ssl_write(data)
         except ssl.SSLWantReadError:
             self.write_wants_read = True
             self.owner._mark_dirty()
@@ -163,7 +200,9 @@ class TLSLayer:
 
     def begin_unwrap(self):
         if self.state != OPEN:
-            raise ValueError("TLS is not established on this dispatcher (state %d)" % self.state)
+            raise ValueError(
+                "TLS is not established on this dispatcher (state %s)" % STATE_NAMES[self.state]
+            )
         self.state = UNWRAPPING
         self.owner._mark_dirty()
         self._unwrap()
@@ -203,13 +242,13 @@ class TLSLayer:
         # The close_notify was the last record: what follows is plaintext.
         rest = self.incoming.read()
         if rest:
-            self.plain += rest
+            self._add_plain(rest)
         self.state = PLAIN
         self.owner._mark_dirty()
         done = getattr(self.owner, "handle_unwrap_done", None)
         if done is not None:
             done()
-        if not self.plain and not self.cipher:
+        if not self.plain_len and not self.cipher:
             self._detach()
 
     def close_notify(self):
@@ -223,9 +262,9 @@ class TLSLayer:
         except ssl.SSLError:
             pass
         try:
-            data = self.outgoing.read()
+            data = self.bio_read()
             if data:
-                self.owner.socket.send(data)
+                self.sock_send(data)
         except OSError:
             pass
 
@@ -233,7 +272,7 @@ class TLSLayer:
         owner = self.owner
         if owner._fc_tls is self:
             object.__setattr__(owner, "_fc_tls", None)
-            if self.eof and not self.plain:
+            if self.eof and not self.plain_len:
                 owner._close_once()
             owner._mark_dirty()
 
@@ -248,7 +287,7 @@ class TLSLayer:
         if self.eof:
             return
         try:
-            data = self.owner.socket.recv(SOCKET_READ_SIZE)
+            data = self.sock_recv(SOCKET_READ_SIZE)
         except BlockingIOError:
             return
         except OSError as why:
@@ -257,19 +296,20 @@ class TLSLayer:
             data = b""
         if data:
             if self.state == PLAIN:
-                self.plain += data
+                self._add_plain(data)
             else:
-                self.incoming.write(data)
+                self.bio_write(data)
         else:
             self.eof = True
             self.incoming.write_eof()
 
     def _decrypt(self):
-        plain = self.plain
-        read = self.sslobj.read
-        while True:
+        incoming = self.incoming
+        # A read asks for more than a record holds, so once the BIO is empty
+        # nothing is left to decrypt (and no SSLWantReadError need be raised).
+        while incoming.pending:
             try:
-                chunk = read(SOCKET_READ_SIZE)
+                chunk = self.ssl_read(SOCKET_READ_SIZE)
             except ssl.SSLWantReadError:
                 break
             except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
@@ -278,13 +318,13 @@ class TLSLayer:
             if not chunk:
                 self.eof = True  # close_notify
                 break
-            plain += chunk
+            self._add_plain(chunk)
         if self.outgoing.pending:  # post-handshake messages may need an answer
             self._flush()
 
     def _send_plain(self, data):
         try:
-            return self.owner.socket.send(data)
+            return self.sock_send(data)
         except BlockingIOError:
             return 0
         except OSError as why:
@@ -295,11 +335,10 @@ class TLSLayer:
 
     def _flush(self):
         had = bool(self.cipher)
-        cipher = self.cipher or self.outgoing.read()
-        sock = self.owner.socket
+        cipher = self.cipher or self.bio_read()
         while cipher:
             try:
-                sent = sock.send(cipher)
+                sent = self.sock_send(cipher)
             except BlockingIOError:
                 break
             except OSError as why:
@@ -310,9 +349,10 @@ class TLSLayer:
                 self.cipher = b""
                 self.owner._close_once()
                 return
-            cipher = memoryview(cipher)[sent:]
-            if not cipher:
-                cipher = self.outgoing.read()
+            if sent < len(cipher):
+                cipher = memoryview(cipher)[sent:]
+                break  # the socket is full: the rest waits for a write event
+            cipher = self.bio_read() if self.outgoing.pending else b""
         self.cipher = cipher
         if had != bool(cipher):
             self.owner._mark_dirty()
@@ -346,7 +386,7 @@ def take_ready(registry):
     kept = []
     for layer in _ready:
         owner = layer.owner
-        if owner._fc_tls is not layer or not layer.plain or not owner._fc_entries:
+        if owner._fc_tls is not layer or not layer.plain_len or not owner._fc_entries:
             layer.queued = False
             continue
         entry = entries.get(owner._fileno)
@@ -403,7 +443,7 @@ def tls_state(dispatcher):
     layer = getattr(dispatcher, "_fc_tls", None)
     if layer is None:
         return "plain"
-    return ("draining", "handshaking", "open", "unwrapping", "unwrapped")[layer.state]
+    return STATE_NAMES[layer.state]
 
 
 def _layer_of(dispatcher):
