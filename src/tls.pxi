@@ -66,8 +66,11 @@ cdef class TLSLayer:
         self.sock_send = owner.socket.send
         self.bio_write = self.incoming.write
         self.bio_read = self.outgoing.read
-        self.ssl_read = self.sslobj.read
-        self.ssl_write = self.sslobj.write
+        # ssl.SSLObject.read/write are Python methods that only pass the
+        # call on to the _ssl object under them: call that one directly.
+        engine = getattr(self.sslobj, "_sslobj", self.sslobj)
+        self.ssl_read = engine.read
+        self.ssl_write = engine.write
 
     # -- what the loop asks --------------------------------------------------
 
