@@ -216,8 +216,9 @@ cdef class TLSLayer:
         except _SSLWantReadError:
             self.flush()
             return 0
-        except _SSLEOFError:
-            # The peer went away mid-handshake: a close, not an error.
+        except (_SSLEOFError, _SSLZeroReturnError):
+            # The peer went away mid-handshake: a close, not an error (3.8
+            # and 3.9 report the EOF as SSLZeroReturnError).
             self.owner.close_once()
             return 0
         except _SSLError:

@@ -216,8 +216,9 @@ class TLSLayer:
         except ssl.SSLWantReadError:
             self._flush()
             return
-        except ssl.SSLEOFError:
-            # The peer went away mid-handshake: a close, not an error.
+        except (ssl.SSLEOFError, ssl.SSLZeroReturnError):
+            # The peer went away mid-handshake: a close, not an error (3.8
+            # and 3.9 report the EOF as SSLZeroReturnError).
             self.owner._close_once()
             return
         except ssl.SSLError:
