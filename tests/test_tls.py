@@ -751,6 +751,37 @@ def test_peer_stalls_mid_handshake(asyncore, asynchat, tls, sockmap):
         stalled.close()
 
 
+def test_greeting_pushed_during_the_handshake(asyncore, asynchat, tls, sockmap, use_poll):
+    """Implicit TLS with a server that speaks first: the greeting pushed
+    right after start_tls() waits for the handshake (the loop sleeps
+    meanwhile rather than spin on a writable socket), then goes out encrypted."""
+    record = []
+    cls = line_server_class(asynchat, tls, record)
+
+    def accept(sock):
+        handler = cls(sock, sockmap, server_context(), tls_now=True)
+        handler.push(b"220 welcome\r\n")
+        return handler
+
+    server = make_server(asyncore, sockmap, accept)
+    raw = socket.create_connection((support.LOCALHOST, server.port), timeout=TIMEOUT)
+    try:
+        support.run_until(asyncore, sockmap, lambda: len(server.handlers) == 1)
+        assert tls.tls_state(server.handlers[0]) == "handshaking"
+        start = support.time.monotonic()
+        support.run_iterations(asyncore, sockmap, 3, use_poll=use_poll, timeout=0.1)
+        assert support.time.monotonic() - start >= 0.25, "the loop spun during the handshake"
+
+        def client():
+            with client_context().wrap_socket(raw, server_hostname="localhost") as s:
+                return read_line(s, bytearray())
+
+        assert run_with(asyncore, sockmap, support.start_thread(client), use_poll) == \
+            b"220 welcome"
+    finally:
+        raw.close()
+
+
 def test_peer_disconnects_mid_handshake(asyncore, asynchat, tls, sockmap):
     server, record = serve_lines(asyncore, asynchat, tls, sockmap, tls_now=True)
     with socket.create_connection((support.LOCALHOST, server.port), timeout=TIMEOUT):
