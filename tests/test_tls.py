@@ -477,6 +477,49 @@ def test_dispatcher_with_send_echo(asyncore, tls, sockmap):
     assert run_with(asyncore, sockmap, support.start_thread(client)) == payload
 
 
+def test_polled_dispatcher_echo(asyncore, tls, sockmap, use_poll):
+    """A dispatcher with readable()/writable() of its own (asked every
+    iteration): TLS adds its interest to theirs."""
+    class Echo(asyncore.dispatcher):
+        def __init__(self, sock):
+            asyncore.dispatcher.__init__(self, sock, map=sockmap)
+            self.pending = b""
+
+        def readable(self):
+            return len(self.pending) < (16 << 20)
+
+        def writable(self):
+            return bool(self.pending)
+
+        def handle_read(self):
+            self.pending += self.recv(8192)
+
+        def handle_write(self):
+            self.pending = self.pending[self.send(self.pending):]
+
+    def accept(sock):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 32768)
+        echo = Echo(sock)
+        tls.start_tls(echo, server_context(), server_side=True)
+        return echo
+
+    server = make_server(asyncore, sockmap, accept)
+    payload = os.urandom(4 << 20)
+
+    def client():
+        raw = socket.socket()
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32768)
+        raw.settimeout(TIMEOUT)
+        raw.connect((support.LOCALHOST, server.port))
+        with client_context().wrap_socket(raw, server_hostname="localhost") as s:
+            # All of it before reading any: the server's socket fills, and the
+            # end of the echo is ciphertext waiting while writable() is False.
+            s.sendall(payload)
+            return support.recv_exactly(s, len(payload), timeout=TIMEOUT)
+
+    assert run_with(asyncore, sockmap, support.start_thread(client), use_poll) == payload
+
+
 # ---------------------------------------------------------------------------
 # STARTTLS and unwrap
 # ---------------------------------------------------------------------------
