@@ -377,15 +377,6 @@ cdef class TLSLayer:
             pass
         return 0
 
-    # Python entry points, for the loop's helpers that are not in C.
-    def read_event(self):
-        if self.on_read():
-            self.owner.handle_read_event()
-
-    def write_event(self):
-        if self.on_write():
-            self.owner.handle_write_event()
-
 
 cdef bint has_queued_output(DispatcherBase owner) except -1:
     if isinstance(owner, ChatBase):
