@@ -107,12 +107,14 @@ cdef class WithSendBase
 cdef class ChatBase
 cdef class Timer
 cdef class IdleTimer
+cdef class TLSLayer
 
 include "stats.pxi"
 include "pollers.pxi"
 include "registry.pxi"
 include "dispatcher.pxi"
 include "chat.pxi"
+include "tls.pxi"
 include "dispatch.pxi"
 include "scheduler.pxi"
 

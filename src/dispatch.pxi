@@ -107,6 +107,11 @@ cdef inline void stamp_activity(object obj) noexcept:
 
 
 cdef inline int do_read(object obj) except -1:
+    cdef TLSLayer layer
+    if isinstance(obj, DispatcherBase) and (<DispatcherBase>obj)._tls is not None:
+        layer = (<DispatcherBase>obj)._tls
+        if not layer.on_read():
+            return 0
     if isinstance(obj, DispatcherBase) and \
             (<DispatcherBase>obj).uses(FAST_READ_EVENT):
         (<DispatcherBase>obj).read_event()
@@ -116,6 +121,11 @@ cdef inline int do_read(object obj) except -1:
 
 
 cdef inline int do_write(object obj) except -1:
+    cdef TLSLayer layer
+    if isinstance(obj, DispatcherBase) and (<DispatcherBase>obj)._tls is not None:
+        layer = (<DispatcherBase>obj)._tls
+        if not layer.on_write():
+            return 0
     if isinstance(obj, DispatcherBase) and \
             (<DispatcherBase>obj).uses(FAST_WRITE_EVENT):
         (<DispatcherBase>obj).write_event()
@@ -234,12 +244,16 @@ cdef int poll_once(object timeout, object map, int style, str backend) except -1
     cdef unsigned long unregistrations
     cdef list ready
     cdef double wait_started, wait_ended
+    cdef list tls_ready = None
     if not map and not scheduler_pending():
         return 0
     reg = registry_for(map, backend)
     _iteration += 1
     reg.prepare(style)
-    ms = 0 if reg.always else timeout_ms(timeout)
+    if _tls_ready:
+        # Plaintext a TLS layer holds is read without waiting for the socket.
+        tls_ready = tls_take_ready(reg)
+    ms = 0 if reg.always or tls_ready else timeout_ms(timeout)
     if _heap or len(_soon):
         ms = shorten_by_timers(ms)
     poller = reg.poller
@@ -269,6 +283,8 @@ cdef int poll_once(object timeout, object map, int style, str backend) except -1
     for e in reg.always.values():
         entry = <Entry>e
         ready.append((entry, entry.mask & (FC_IN | FC_OUT)))
+    if tls_ready:
+        tls_add_ready(ready, tls_ready)
 
     # A dispatcher whose close was handled earlier and is still in the map
     # gets no more HUP/ERR: stop polling it rather than spin.

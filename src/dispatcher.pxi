@@ -27,6 +27,7 @@ cdef class DispatcherBase:
     cdef object _listener          # the listener whose max_connections it counts against
     cdef Py_ssize_t _connections   # as a listener: connections counting against it
     cdef bint _accept_paused       # as a listener: at max_connections, not read
+    cdef TLSLayer _tls     # while TLS is on (tls.pxi): recv/send and events go through it
 
     def __cinit__(self, *args, **kwargs):
         self._connected = False
@@ -241,6 +242,8 @@ cdef class DispatcherBase:
         return self.sock_send(data)
 
     cdef object sock_send(self, data):
+        if self._tls is not None:
+            return self._tls.send(data)
         try:
             sent = self.socket.send(data)
         except OSError as why:
@@ -257,6 +260,8 @@ cdef class DispatcherBase:
         return self.sock_recv(buffer_size)
 
     cdef object sock_recv(self, buffer_size):
+        if self._tls is not None:
+            return self._tls.recv(buffer_size)
         try:
             data = self.socket.recv(buffer_size)
         except OSError as why:
@@ -274,6 +279,8 @@ cdef class DispatcherBase:
     def close(self):
         if self._is_connected:
             _stats.closed += 1
+        if self._tls is not None:
+            self._tls.close_notify()
         self.connected = False
         self.accepting = False
         self.connecting = False

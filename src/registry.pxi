@@ -356,6 +356,10 @@ cdef class Registry:
             writable = not disp._is_connected or (<ChatBase>disp).has_output()
         if disp._is_accepting:
             writable = False
+        if disp._tls is not None:
+            # Ciphertext waiting for the socket writes; the handshake and a
+            # write that needs the peer first do not write application data.
+            writable = disp._tls.write_interest(writable)
         # After handle_close ran, a dispatcher left in the map is no longer
         # read: a pending EOF would otherwise wake the loop forever.
         # A listener at max_connections is not read either.
@@ -377,6 +381,9 @@ cdef class Registry:
         except BaseException:
             call_handle_error(obj)
             return 0
+        if isinstance(obj, DispatcherBase) and (<DispatcherBase>obj)._tls is not None:
+            readable = (<DispatcherBase>obj)._tls.read_interest(readable)
+            writable = (<DispatcherBase>obj)._tls.write_interest(writable)
         if isinstance(obj, DispatcherBase) and ((<DispatcherBase>obj)._close_handled
                                                 or (<DispatcherBase>obj)._accept_paused):
             readable = False

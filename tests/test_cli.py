@@ -212,7 +212,8 @@ def test_workers_share_the_port_and_stop_together(server):
         conn.request("GET", "/metrics")
         body = conn.getresponse().read().decode()
         conn.close()
-        accepted += int(re.search(r"^fastcore_connections_accepted_total (\d+)$", body, re.M).group(1))
+        total = re.search(r"^fastcore_connections_accepted_total (\d+)$", body, re.M)
+        accepted += int(total.group(1))
     # Each worker counts what it accepted (its scrapes included): all 20 between them.
     assert accepted >= 20
     out, err = s.stop()

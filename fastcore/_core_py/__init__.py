@@ -35,6 +35,7 @@ from fastcore._core_py.stats import (
     stats_snapshot,
     timer_ran,
 )
+from fastcore._core_py.tls import start_tls, stop_tls, tls_object, tls_state
 
 __all__ = [
     "ChatBase",
@@ -64,8 +65,12 @@ __all__ = [
     "set_debug",
     "set_default_map_source",
     "set_warning_sink",
+    "start_tls",
     "stats_reset",
     "stats_snapshot",
+    "stop_tls",
     "timer_ran",
+    "tls_object",
+    "tls_state",
     "write",
 ]

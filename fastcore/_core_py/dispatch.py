@@ -35,6 +35,7 @@ from fastcore._core_py.registry import (
     release_map,
 )
 from fastcore._core_py.stats import counts
+from fastcore._core_py.tls import add_ready, read_handler, take_ready, write_handler
 
 _MAX_TIMEOUT = 2147483.0  # seconds: the longest wait poll() and epoll take
 
@@ -168,9 +169,13 @@ def _iterate(timeout, map, backend, select_style):
     registry = registry_for(map, backend)
     iteration = begin_iteration()
     registry.prepare(select_style)
+    # Plaintext a TLS layer holds is read without waiting for the socket.
+    tls_ready = take_ready(registry)
     wait_started = monotonic()
-    ready = registry.wait(scheduler.wait_timeout(timeout), iteration)
+    ready = registry.wait(0.0 if tls_ready else scheduler.wait_timeout(timeout), iteration)
     wait_ended = monotonic()
+    if tls_ready:
+        ready = add_ready(ready, tls_ready)
     if ready:
         # Idle timeouts: every event is activity.
         now = scheduler.now_if_timers()
@@ -224,7 +229,7 @@ def _dispatch_select(ready, map, iteration, now):
     for fd, obj, flags, mask in ready:
         if mask & POLLIN and flags & (POLLIN | GONE) and _alive(map, fd, obj, iteration):
             counts.read += 1
-            _run(obj.handle_read_event, obj, fd, map, POLLIN, now)
+            _run(read_handler(obj), obj, fd, map, POLLIN, now)
     for fd, obj, flags, mask in ready:
         if (
             mask & POLLOUT
@@ -234,7 +239,7 @@ def _dispatch_select(ready, map, iteration, now):
             and _alive(map, fd, obj, iteration)
         ):
             counts.write += 1
-            _run(obj.handle_write_event, obj, fd, map, POLLOUT, now)
+            _run(write_handler(obj), obj, fd, map, POLLOUT, now)
     for fd, obj, flags, _ in ready:
         if flags & POLLPRI and _alive(map, fd, obj, iteration):
             counts.expt += 1
@@ -255,10 +260,10 @@ def _dispatch_poll(ready, map, iteration, now):
         try:
             if flags & POLLIN:
                 counts.read += 1
-                obj.handle_read_event()
+                read_handler(obj)()
             if flags & POLLOUT and _alive(map, fd, obj, iteration):
                 counts.write += 1
-                obj.handle_write_event()
+                write_handler(obj)()
             if flags & POLLPRI and mask & POLLIN and _alive(map, fd, obj, iteration):
                 counts.expt += 1
                 obj.handle_expt_event()

@@ -63,6 +63,7 @@ class DispatcherBase(Registered):
     _fc_idle_timer = None  # an IdleTimer while timeout is set and it is in a map
     _fc_listener = None  # the listener whose max_connections it counts against
     _fc_connections = 0  # as a listener: connections counting against it
+    _fc_tls = None  # the TLSLayer (fastcore/_core_py/tls.py) while TLS is on
 
     def __new__(cls, *args, **kwargs):
         self = super().__new__(cls)
@@ -213,6 +214,8 @@ class DispatcherBase(Registered):
             self.handle_expt()
 
     def send(self, data):
+        if self._fc_tls is not None:
+            return self._fc_tls.send(data)
         try:
             sent = self.socket.send(data)
         except OSError as why:
@@ -227,6 +230,8 @@ class DispatcherBase(Registered):
         return sent
 
     def recv(self, buffer_size):
+        if self._fc_tls is not None:
+            return self._fc_tls.recv(buffer_size)
         try:
             data = self.socket.recv(buffer_size)
         except OSError as why:
@@ -245,6 +250,8 @@ class DispatcherBase(Registered):
     def close(self):
         if self._fc_connected:
             counts.closed += 1
+        if self._fc_tls is not None:
+            self._fc_tls.close_notify()
         self.connected = False
         self.accepting = False
         self.connecting = False

@@ -448,6 +448,12 @@ class Registry:
         except BaseException:
             call_handle_error(obj, entry.fd, self.map)
             return
+        tls = getattr(obj, "_fc_tls", None)
+        if tls is not None:
+            # The handshake, an unwrap or a write waiting for the peer read;
+            # ciphertext waiting for the socket writes.
+            readable = tls.read_interest(readable)
+            writable = tls.write_interest(writable)
         if isinstance(obj, Registered) and (obj._fc_close_handled or obj._fc_accept_paused):
             # Its close was handled but it stays in the map: reading it any
             # more would only report the same EOF forever. Or a listener at
