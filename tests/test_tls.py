@@ -794,6 +794,30 @@ def test_peer_stalls_mid_handshake(asyncore, asynchat, tls, sockmap):
         stalled.close()
 
 
+def test_stalled_handshake_times_out(asyncore, asynchat, tls, sockmap):
+    """With an idle timeout set, a peer that stops mid-handshake is closed."""
+    server, record = serve_lines(asyncore, asynchat, tls, sockmap, tls_now=True)
+    stalled = socket.create_connection((support.LOCALHOST, server.port), timeout=TIMEOUT)
+    try:
+        hello = ssl.MemoryBIO()
+        obj = client_context().wrap_bio(ssl.MemoryBIO(), hello, server_hostname="localhost")
+        with pytest.raises(ssl.SSLWantReadError):
+            obj.do_handshake()
+        first_flight = hello.read()
+        stalled.sendall(first_flight[: len(first_flight) // 2])
+        support.run_until(asyncore, sockmap, lambda: len(server.handlers) == 1)
+        handler = server.handlers[0]
+        assert tls.tls_state(handler) == "handshaking"
+        handler.timeout = 0.2
+        start = support.time.monotonic()
+        support.run_until(asyncore, sockmap, lambda: handler not in sockmap.values())
+        assert support.time.monotonic() - start >= 0.2 - 0.01
+        assert stalled.recv(100) == b""  # closed by the server
+        assert "error" not in record
+    finally:
+        stalled.close()
+
+
 def test_greeting_pushed_during_the_handshake(asyncore, asynchat, tls, sockmap, use_poll):
     """Implicit TLS with a server that speaks first: the greeting pushed
     right after start_tls() waits for the handshake (the loop sleeps
