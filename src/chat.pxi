@@ -48,6 +48,7 @@ cdef class ChatBase(DispatcherBase):
     cdef Py_ssize_t _inpos
     cdef object _fifo
     cdef bint _fifo_tracked
+    cdef Py_ssize_t _line_len  # bytes collected since the last bytes terminator
 
     def __cinit__(self, *args, **kwargs):
         self._inbuf = bytearray()
@@ -136,12 +137,23 @@ cdef class ChatBase(DispatcherBase):
         cdef bytearray buf = self._inbuf
         return PyBytes_FromStringAndSize(PyByteArray_AS_STRING(buf) + self._inpos, n)
 
+    cdef int close_overlong_line(self, Py_ssize_t limit) except -1:
+        self.log_info("line longer than max_line_length (%d bytes): closing the connection"
+                      % limit, "error")
+        self.ac_in_buffer = b""
+        self._line_len = 0
+        self.close_once()
+        self.close()
+        return 0
+
     cdef int scan_input(self) except -1:
         cdef Py_ssize_t available, index, tlen
         cdef const char *start
         cdef bytearray buf
         cdef bytes needle
         cdef bint own_get_terminator = self.uses(FAST_GET_TERMINATOR)
+        cdef object max_line = self.max_line_length
+        cdef Py_ssize_t limit = -1 if max_line is None else max_line
         while True:
             available = len(self._inbuf) - self._inpos
             if available <= 0:
@@ -150,9 +162,11 @@ cdef class ChatBase(DispatcherBase):
             # both are read afresh for every step.
             terminator = self.terminator if own_get_terminator else self.get_terminator()
             if not terminator:
+                self._line_len = 0
                 self.collect_incoming_data(self.take(available))
                 self.ac_in_buffer = b""
             elif isinstance(terminator, int):
+                self._line_len = 0
                 index = terminator
                 if available < index:
                     self.collect_incoming_data(self.take(available))
@@ -174,16 +188,23 @@ cdef class ChatBase(DispatcherBase):
                 start += self._inpos
                 index = find_bytes(start, available, needle, tlen)
                 if index != -1:
+                    if 0 <= limit < self._line_len + index:
+                        return self.close_overlong_line(limit)
+                    self._line_len = 0
                     if index > 0:
                         self.collect_incoming_data(self.take(index))
                     self.consume(index + tlen)
                     self.found_terminator()
                 else:
-                    index = prefix_at_end(start, available, needle, tlen)
-                    if index:
-                        if index != available:
-                            self.collect_incoming_data(self.take(available - index))
-                            self.consume(available - index)
+                    # Everything but a held-back terminator prefix is line data.
+                    index = available - prefix_at_end(start, available, needle, tlen)
+                    if 0 <= limit < self._line_len + index:
+                        return self.close_overlong_line(limit)
+                    self._line_len += index
+                    if index != available:
+                        if index:
+                            self.collect_incoming_data(self.take(index))
+                            self.consume(index)
                         return 0
                     self.collect_incoming_data(self.take(available))
                     self.ac_in_buffer = b""
@@ -320,5 +341,6 @@ cdef class ChatBase(DispatcherBase):
 
     def discard_buffers(self):
         self.ac_in_buffer = b""
+        self._line_len = 0
         del self.incoming[:]
         self._fifo.clear()

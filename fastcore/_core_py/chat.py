@@ -30,6 +30,7 @@ class ChatBase(DispatcherBase):
     _fc_in_offset = 0  # bytes before it are consumed
     _fc_producer_fifo = None
     _fc_interest_stable = False  # until a producer_fifo of its own is set
+    _fc_line_len = 0  # bytes collected since the last bytes terminator
 
     # -- input ---------------------------------------------------------------
 
@@ -104,10 +105,21 @@ class ChatBase(DispatcherBase):
             offset = 0
         self._fc_in_offset = offset
 
+    def _close_overlong_line(self, limit):
+        self.log_info(
+            "line longer than max_line_length (%d bytes): closing the connection" % limit,
+            "error",
+        )
+        self.ac_in_buffer = b""
+        self._fc_line_len = 0
+        self._close_once()
+        self.close()
+
     def _scan_input(self):
         # 3.11's order of callbacks and buffer updates; the terminator and the
         # buffer are read afresh at every step, since collect_incoming_data()
         # and found_terminator() may change either.
+        limit = self.max_line_length
         while True:
             buf = self._fc_in_buffer
             if buf is None:
@@ -118,9 +130,11 @@ class ChatBase(DispatcherBase):
                 return
             terminator = self.get_terminator()
             if not terminator:
+                self._fc_line_len = 0
                 self.collect_incoming_data(bytes(buf[start:]))
                 self.ac_in_buffer = b""
             elif isinstance(terminator, int):
+                self._fc_line_len = 0
                 if available < terminator:
                     self.collect_incoming_data(bytes(buf[start:]))
                     self.ac_in_buffer = b""
@@ -133,12 +147,21 @@ class ChatBase(DispatcherBase):
             else:
                 index = buf.find(terminator, start)
                 if index != -1:
+                    if limit is not None and self._fc_line_len + index - start > limit:
+                        self._close_overlong_line(limit)
+                        return
+                    self._fc_line_len = 0
                     if index > start:
                         self.collect_incoming_data(bytes(buf[start:index]))
                     self._consume(index - start + len(terminator))
                     self.found_terminator()
                     continue
                 partial = _prefix_at_end(buf, terminator, start)
+                # Everything but a held-back terminator prefix is line data.
+                if limit is not None and self._fc_line_len + available - partial > limit:
+                    self._close_overlong_line(limit)
+                    return
+                self._fc_line_len += available - partial
                 if not partial:
                     self.collect_incoming_data(bytes(buf[start:]))
                     self.ac_in_buffer = b""
@@ -237,5 +260,6 @@ class ChatBase(DispatcherBase):
 
     def discard_buffers(self):
         self.ac_in_buffer = b""
+        self._fc_line_len = 0
         del self.incoming[:]
         self.producer_fifo.clear()
