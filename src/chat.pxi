@@ -296,7 +296,12 @@ cdef class ChatBase(DispatcherBase):
             if not first:
                 self.fifo_popleft()
                 if first is None:
-                    self.close_once()
+                    # close_when_done() must close even when handle_close()
+                    # already ran (and left the socket open).
+                    if self._close_handled:
+                        self.close()
+                    else:
+                        self.close_once()
                     return 0
             obs = self.ac_out_buffer_size
             try:

@@ -228,7 +228,12 @@ class ChatBase(DispatcherBase):
             if not first:
                 del fifo[0]
                 if first is None:
-                    self._close_once()
+                    # close_when_done() must close even when handle_close()
+                    # already ran (and left the socket open).
+                    if self._fc_close_handled:
+                        self.close()
+                    else:
+                        self._close_once()
                     return
             size = self.ac_out_buffer_size
             try:
