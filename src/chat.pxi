@@ -43,6 +43,16 @@ def find_prefix_at_end(haystack, needle):
     return n
 
 
+cdef Py_ssize_t line_limit(object max_line_length) except -2:
+    """max_line_length as a byte count, -1 for None (no limit)."""
+    if max_line_length is None:
+        return -1
+    cdef Py_ssize_t limit = max_line_length    # __index__: no floats
+    if limit < 0:
+        raise ValueError("max_line_length must be None or a non-negative int, not %d" % limit)
+    return limit
+
+
 cdef class ChatBase(DispatcherBase):
     cdef bytearray _inbuf
     cdef Py_ssize_t _inpos
@@ -152,8 +162,7 @@ cdef class ChatBase(DispatcherBase):
         cdef bytearray buf
         cdef bytes needle
         cdef bint own_get_terminator = self.uses(FAST_GET_TERMINATOR)
-        cdef object max_line = self.max_line_length
-        cdef Py_ssize_t limit = -1 if max_line is None else max_line
+        cdef Py_ssize_t limit = line_limit(self.max_line_length)
         while True:
             available = len(self._inbuf) - self._inpos
             if available <= 0:

@@ -270,3 +270,20 @@ def test_rejected_terminator_leaves_chat_working(asyncore, kit, sockmap, bad, ex
     b.sendall(b"still\r\n")
     assert pump(asyncore, sockmap, reader, 7) == b"still\r\n"
     b.close()
+
+
+@fastcore_only
+@pytest.mark.parametrize("bad,exc", [(-1, ValueError), (10.0, TypeError), ("10", TypeError)],
+                         ids=["negative", "float", "str"])
+def test_bad_max_line_length_closes_with_handle_error(asyncore, kit, sockmap, capsys, bad, exc):
+    """Checked when input arrives: the error is that connection's handle_error."""
+    class Bad(kit.Chat):
+        max_line_length = bad
+
+    a, b = socket.socketpair()
+    c = Bad(a, map=sockmap)
+    b.sendall(b"line\n")
+    run_until(asyncore, sockmap, lambda: c not in sockmap.values())
+    assert c.events[0] == ("handle_error", exc.__name__)
+    assert "max_line_length" in capsys.readouterr().out
+    b.close()

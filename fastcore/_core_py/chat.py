@@ -9,6 +9,8 @@ partly sent item as a memoryview slice instead of copying its remainder
 after every send.
 """
 
+import operator
+
 from fastcore._common import ProducerFifo
 from fastcore._core_py.dispatcher import DispatcherBase
 
@@ -23,6 +25,16 @@ def _prefix_at_end(haystack, needle, start):
     while size and not haystack.endswith(needle[:size], start):
         size -= 1
     return size
+
+
+def _line_limit(max_line_length):
+    """max_line_length as a byte count, or None (no limit)."""
+    if max_line_length is None:
+        return None
+    limit = operator.index(max_line_length)
+    if limit < 0:
+        raise ValueError("max_line_length must be None or a non-negative int, not %d" % limit)
+    return limit
 
 
 class ChatBase(DispatcherBase):
@@ -119,7 +131,7 @@ class ChatBase(DispatcherBase):
         # 3.11's order of callbacks and buffer updates; the terminator and the
         # buffer are read afresh at every step, since collect_incoming_data()
         # and found_terminator() may change either.
-        limit = self.max_line_length
+        limit = _line_limit(self.max_line_length)
         while True:
             buf = self._fc_in_buffer
             if buf is None:
