@@ -27,10 +27,13 @@ ROUNDS = int(os.environ.get("FASTCORE_SOAK_ROUNDS", 50 if LONG else 5))
 PER_ROUND = int(os.environ.get("FASTCORE_SOAK_PER_ROUND", 2000))
 CONCURRENCY = int(os.environ.get("FASTCORE_SOAK_CONCURRENCY", 500))
 # Stated bounds.  RSS: growth after the first (warm-up) round.  tracemalloc
-# (started after the warm-up round): growth after the first traced round; a
-# leak of 32 bytes a connection would exceed it in one round.
+# (started after the warm-up round), from the first traced round on: live
+# allocations (blocks) may not grow by BLOCKS_BOUND -- anything kept per
+# connection adds thousands a round -- and traced bytes by TRACED_BOUND (a
+# buffer grown once to a new high-water mark is the same block, bigger).
 RSS_BOUND = 16 << 20
-TRACED_BOUND = 64 << 10
+BLOCKS_BOUND = 100
+TRACED_BOUND = 256 << 10
 
 
 def _fd_count():
@@ -49,12 +52,13 @@ def _rss():
 
 
 def _traced():
-    """Bytes tracemalloc sees allocated, except by this file (its figures)."""
+    """(bytes, blocks) tracemalloc sees allocated, except by this file."""
     snap = tracemalloc.take_snapshot().filter_traces([
         tracemalloc.Filter(False, __file__),
         tracemalloc.Filter(False, tracemalloc.__file__),
     ])
-    return sum(stat.size for stat in snap.statistics("filename"))
+    stats = snap.statistics("filename")
+    return sum(s.size for s in stats), sum(s.count for s in stats)
 
 
 def _raise_nofile_to_hard():
@@ -210,13 +214,15 @@ def test_churn_soak(asyncore, asynchat, use_poll, capsys):
                      PER_ROUND, concurrency))
             for f in figures:
                 print("  round %(round)d: fds %(fds)s, dispatchers %(dispatchers)d, "
-                      "rss %(rss)s, traced %(traced)s" % f)
+                      "rss %(rss)s, traced (bytes, blocks) %(traced)s" % f)
         if ROUNDS > 1:
             rss = [f["rss"] for f in figures]
             if None not in rss:
                 assert max(rss[1:]) - rss[0] < RSS_BOUND, rss
         if ROUNDS > 2:
-            traced = [f["traced"] for f in figures[1:]]
+            traced = [f["traced"][0] for f in figures[1:]]
+            blocks = [f["traced"][1] for f in figures[1:]]
+            assert max(blocks[1:]) - blocks[0] < BLOCKS_BOUND, blocks
             assert max(traced[1:]) - traced[0] < TRACED_BOUND, traced
     finally:
         restore()
