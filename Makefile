@@ -5,7 +5,7 @@ PYTHON ?= python
 PYTEST ?= $(PYTHON) -I -m pytest
 CYTHON_SOURCES = $(wildcard src/*.pyx src/*.pxi src/*.pxd)
 
-.PHONY: build debug annotate test bench lint clean
+.PHONY: build debug annotate test asan bench lint clean
 
 # The in-place targets exist to build the extension: a compile error fails them
 # instead of falling back to the pure-Python core.
@@ -23,6 +23,10 @@ test:
 	$(PYTHON) -m pip install -q '.[test]'
 	$(PYTEST)
 	FASTCORE_NO_EXTENSIONS=1 $(PYTEST)
+
+# The suite against the extension built with AddressSanitizer (build/asan; see .ci/asan).
+asan:
+	PYTHON=$(PYTHON) .ci/asan
 
 bench:
 	$(PYTHON) bench/iteration_cost.py

@@ -43,11 +43,22 @@ def find_prefix_at_end(haystack, needle):
     return n
 
 
+cdef Py_ssize_t line_limit(object max_line_length) except -2:
+    """max_line_length as a byte count, -1 for None (no limit)."""
+    if max_line_length is None:
+        return -1
+    cdef Py_ssize_t limit = max_line_length    # __index__: no floats
+    if limit < 0:
+        raise ValueError("max_line_length must be None or a non-negative int, not %d" % limit)
+    return limit
+
+
 cdef class ChatBase(DispatcherBase):
     cdef bytearray _inbuf
     cdef Py_ssize_t _inpos
     cdef object _fifo
     cdef bint _fifo_tracked
+    cdef Py_ssize_t _line_len  # bytes collected since the last bytes terminator
 
     def __cinit__(self, *args, **kwargs):
         self._inbuf = bytearray()
@@ -136,12 +147,22 @@ cdef class ChatBase(DispatcherBase):
         cdef bytearray buf = self._inbuf
         return PyBytes_FromStringAndSize(PyByteArray_AS_STRING(buf) + self._inpos, n)
 
+    cdef int close_overlong_line(self, Py_ssize_t limit) except -1:
+        self.log_info("line longer than max_line_length (%d bytes): closing the connection"
+                      % limit, "error")
+        self.ac_in_buffer = b""
+        self._line_len = 0
+        self.close_once()
+        self.close()
+        return 0
+
     cdef int scan_input(self) except -1:
         cdef Py_ssize_t available, index, tlen
         cdef const char *start
         cdef bytearray buf
         cdef bytes needle
         cdef bint own_get_terminator = self.uses(FAST_GET_TERMINATOR)
+        cdef Py_ssize_t limit = line_limit(self.max_line_length)
         while True:
             available = len(self._inbuf) - self._inpos
             if available <= 0:
@@ -150,9 +171,11 @@ cdef class ChatBase(DispatcherBase):
             # both are read afresh for every step.
             terminator = self.terminator if own_get_terminator else self.get_terminator()
             if not terminator:
+                self._line_len = 0
                 self.collect_incoming_data(self.take(available))
                 self.ac_in_buffer = b""
             elif isinstance(terminator, int):
+                self._line_len = 0
                 index = terminator
                 if available < index:
                     self.collect_incoming_data(self.take(available))
@@ -174,16 +197,23 @@ cdef class ChatBase(DispatcherBase):
                 start += self._inpos
                 index = find_bytes(start, available, needle, tlen)
                 if index != -1:
+                    if 0 <= limit < self._line_len + index:
+                        return self.close_overlong_line(limit)
+                    self._line_len = 0
                     if index > 0:
                         self.collect_incoming_data(self.take(index))
                     self.consume(index + tlen)
                     self.found_terminator()
                 else:
-                    index = prefix_at_end(start, available, needle, tlen)
-                    if index:
-                        if index != available:
-                            self.collect_incoming_data(self.take(available - index))
-                            self.consume(available - index)
+                    # Everything but a held-back terminator prefix is line data.
+                    index = available - prefix_at_end(start, available, needle, tlen)
+                    if 0 <= limit < self._line_len + index:
+                        return self.close_overlong_line(limit)
+                    self._line_len += index
+                    if index != available:
+                        if index:
+                            self.collect_incoming_data(self.take(index))
+                            self.consume(index)
                         return 0
                     self.collect_incoming_data(self.take(available))
                     self.ac_in_buffer = b""
@@ -275,7 +305,12 @@ cdef class ChatBase(DispatcherBase):
             if not first:
                 self.fifo_popleft()
                 if first is None:
-                    self.close_once()
+                    # close_when_done() must close even when handle_close()
+                    # already ran (and left the socket open).
+                    if self._close_handled:
+                        self.close()
+                    else:
+                        self.close_once()
                     return 0
             obs = self.ac_out_buffer_size
             try:
@@ -320,5 +355,6 @@ cdef class ChatBase(DispatcherBase):
 
     def discard_buffers(self):
         self.ac_in_buffer = b""
+        self._line_len = 0
         del self.incoming[:]
         self._fifo.clear()

@@ -9,6 +9,8 @@ partly sent item as a memoryview slice instead of copying its remainder
 after every send.
 """
 
+import operator
+
 from fastcore._common import ProducerFifo
 from fastcore._core_py.dispatcher import DispatcherBase
 
@@ -25,11 +27,22 @@ def _prefix_at_end(haystack, needle, start):
     return size
 
 
+def _line_limit(max_line_length):
+    """max_line_length as a byte count, or None (no limit)."""
+    if max_line_length is None:
+        return None
+    limit = operator.index(max_line_length)
+    if limit < 0:
+        raise ValueError("max_line_length must be None or a non-negative int, not %d" % limit)
+    return limit
+
+
 class ChatBase(DispatcherBase):
     _fc_in_buffer = None  # a bytearray once input arrives
     _fc_in_offset = 0  # bytes before it are consumed
     _fc_producer_fifo = None
     _fc_interest_stable = False  # until a producer_fifo of its own is set
+    _fc_line_len = 0  # bytes collected since the last bytes terminator
 
     # -- input ---------------------------------------------------------------
 
@@ -104,10 +117,21 @@ class ChatBase(DispatcherBase):
             offset = 0
         self._fc_in_offset = offset
 
+    def _close_overlong_line(self, limit):
+        self.log_info(
+            "line longer than max_line_length (%d bytes): closing the connection" % limit,
+            "error",
+        )
+        self.ac_in_buffer = b""
+        self._fc_line_len = 0
+        self._close_once()
+        self.close()
+
     def _scan_input(self):
         # 3.11's order of callbacks and buffer updates; the terminator and the
         # buffer are read afresh at every step, since collect_incoming_data()
         # and found_terminator() may change either.
+        limit = _line_limit(self.max_line_length)
         while True:
             buf = self._fc_in_buffer
             if buf is None:
@@ -118,9 +142,11 @@ class ChatBase(DispatcherBase):
                 return
             terminator = self.get_terminator()
             if not terminator:
+                self._fc_line_len = 0
                 self.collect_incoming_data(bytes(buf[start:]))
                 self.ac_in_buffer = b""
             elif isinstance(terminator, int):
+                self._fc_line_len = 0
                 if available < terminator:
                     self.collect_incoming_data(bytes(buf[start:]))
                     self.ac_in_buffer = b""
@@ -133,12 +159,21 @@ class ChatBase(DispatcherBase):
             else:
                 index = buf.find(terminator, start)
                 if index != -1:
+                    if limit is not None and self._fc_line_len + index - start > limit:
+                        self._close_overlong_line(limit)
+                        return
+                    self._fc_line_len = 0
                     if index > start:
                         self.collect_incoming_data(bytes(buf[start:index]))
                     self._consume(index - start + len(terminator))
                     self.found_terminator()
                     continue
                 partial = _prefix_at_end(buf, terminator, start)
+                # Everything but a held-back terminator prefix is line data.
+                if limit is not None and self._fc_line_len + available - partial > limit:
+                    self._close_overlong_line(limit)
+                    return
+                self._fc_line_len += available - partial
                 if not partial:
                     self.collect_incoming_data(bytes(buf[start:]))
                     self.ac_in_buffer = b""
@@ -205,7 +240,12 @@ class ChatBase(DispatcherBase):
             if not first:
                 del fifo[0]
                 if first is None:
-                    self._close_once()
+                    # close_when_done() must close even when handle_close()
+                    # already ran (and left the socket open).
+                    if self._fc_close_handled:
+                        self.close()
+                    else:
+                        self._close_once()
                     return
             size = self.ac_out_buffer_size
             try:
@@ -237,5 +277,6 @@ class ChatBase(DispatcherBase):
 
     def discard_buffers(self):
         self.ac_in_buffer = b""
+        self._fc_line_len = 0
         del self.incoming[:]
         self.producer_fifo.clear()
