@@ -139,6 +139,22 @@ def release_map(map):
     if _last_registry is reg:
         _last_registry = None
     reg.release()
+    drop_unregistered_dirty()
+
+
+cdef int drop_unregistered_dirty() except -1:
+    """Forget dirty dispatchers no registry holds any more: no iteration may
+    come to process them, and the list must not keep them alive."""
+    cdef DispatcherBase obj
+    cdef list keep = []
+    for o in _dirty:
+        obj = <DispatcherBase>o
+        if obj._entries:
+            keep.append(obj)
+        else:
+            obj._dirty = False
+    _dirty[:] = keep
+    return 0
 
 
 cdef int process_dirty() except -1:

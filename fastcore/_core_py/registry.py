@@ -216,6 +216,12 @@ def release_map(map):
     registry = _registries.pop(id(map), None)
     if registry is not None:
         registry.close()
+        # Dirty objects no registry holds any more: no iteration may come to
+        # process them, and the list must not keep them alive.
+        for obj in _dirty:
+            if not obj._fc_entries:
+                obj._fc_dirty = False
+        _dirty[:] = [obj for obj in _dirty if obj._fc_entries]
 
 
 def note_added(map, fd, obj):
