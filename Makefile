@@ -24,8 +24,9 @@ test:
 	$(PYTEST)
 	FASTCORE_NO_EXTENSIONS=1 $(PYTEST)
 
-bench:
-	$(PYTHON) bench/iteration_cost.py
+# The benchmarks against the in-place build (quick; BENCH_ARGS=--full for the long run).
+bench: build
+	PYTHONPATH=$(CURDIR) $(PYTHON) bench/run.py $(BENCH_ARGS)
 
 lint:
 	ruff check .

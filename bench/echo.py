@@ -10,7 +10,8 @@ import time
 import impls
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-BUILD = os.path.join(HERE, "build")
+# The repository's build/ (ignored by git, pruned from the sdist).
+BUILD = os.path.join(os.path.dirname(HERE), "build", "bench")
 LOADGEN = os.path.join(BUILD, "loadgen")
 LOADGEN_SOURCE = os.path.join(HERE, "loadgen.c")
 

@@ -1,6 +1,6 @@
 /* Load generator for the echo benchmark: epoll, many connections, one thread.
  *
- * Built by bench/echo.py with the system C compiler into bench/build/ (untracked).
+ * Built by bench/echo.py with the system C compiler into build/bench/ (untracked).
  *
  *   loadgen port=P pid=SERVER_PID mode=echo conns=100 size=64 batch=1 idle=0
  *           warmup=0.5 duration=2 inflight=256

@@ -1,10 +1,13 @@
 """In-process microbenchmarks of one implementation; prints one JSON object.
 
-    python bench/micro.py ext|pure|ref [--quick]
+    python bench/micro.py ext,ref [--quick]
+    FASTCORE_NO_EXTENSIONS=1 python bench/micro.py pure,ref [--quick]
 
-(``pure`` needs FASTCORE_NO_EXTENSIONS=1 in the environment; bench/run.py runs
-each implementation in its own process with the right one.) Every figure is the
-median over repeats, with the smallest and largest sample beside it.
+fastcore's two cores cannot share a process; the reference can share either's,
+and the samples of the implementations in one process alternate, so that their
+ratio is measured under the same load. Times are the thread's CPU time
+(time.thread_time), so that waiting for the CPU is not counted. Every figure
+is the median over repeats, with the smallest and largest sample beside it.
 """
 
 import argparse
@@ -36,79 +39,98 @@ def summary(samples, scale=1.0):
     }
 
 
-def time_loop(asyncore, socket_map, use_poll, repeats, sample_s):
-    """Seconds per loop iteration, one sample per ``sample_s`` of looping."""
-    asyncore.loop(timeout=0, map=socket_map, count=3, use_poll=use_poll)
-    t = time.thread_time()
-    asyncore.loop(timeout=0, map=socket_map, count=3, use_poll=use_poll)
-    per = max((time.thread_time() - t) / 3, 1e-7)
-    count = max(2, min(200000, int(sample_s / per)))
-    samples = []
-    for _ in range(repeats):
+def time_loop(asyncore, socket_map, use_poll, sample_s, count=None):
+    """(seconds per loop iteration, iterations) of one sample of about sample_s."""
+    if count is None:
+        asyncore.loop(timeout=0, map=socket_map, count=3, use_poll=use_poll)
         t = time.thread_time()
-        asyncore.loop(timeout=0, map=socket_map, count=count, use_poll=use_poll)
-        samples.append((time.thread_time() - t) / count)
-    return samples
+        asyncore.loop(timeout=0, map=socket_map, count=3, use_poll=use_poll)
+        per = max((time.thread_time() - t) / 3, 1e-7)
+        count = max(2, min(200000, int(sample_s / per)))
+    t = time.thread_time()
+    asyncore.loop(timeout=0, map=socket_map, count=count, use_poll=use_poll)
+    return (time.thread_time() - t) / count, count
 
 
-def styles(name, n):
-    """(label, use_poll) of the dispatch styles to time with n fds."""
+def styles(name, socket_map):
+    """(label, use_poll) of the dispatch styles to time on socket_map."""
     if name != "ref":
         return [("epoll", False)]
     result = [("poll", True)]
-    if n + 64 < SELECT_LIMIT:
+    if max(socket_map, default=0) < SELECT_LIMIT:
         result.append(("select", False))
     return result
 
 
-def bench_iteration(name, asyncore, asynchat, fd_limit, repeats, sample_s):
-    """One loop iteration with N idle connected async_chat dispatchers."""
+def bench_iteration(impls_, fd_limit, repeats, sample_s):
+    """One loop iteration with N idle connected async_chat dispatchers.
 
-    class Idle(asynchat.async_chat):
-        def collect_incoming_data(self, data):
-            pass
-
-        def found_terminator(self):
-            pass
-
-    rows = []
+    One implementation's map at a time (10,000 fds each), the next right after.
+    """
+    rows = {name: [] for name in impls_}
     for n in IDLE_SIZES:
-        for label, use_poll in styles(name, n):
+        for name, (asyncore, asynchat) in impls_.items():
+
+            class Idle(asynchat.async_chat):
+                def collect_incoming_data(self, data):
+                    pass
+
+                def found_terminator(self):
+                    pass
+
             if n + 64 > fd_limit:
-                rows.append({"idle": n, "poller": label, "skipped": "fd limit %d" % fd_limit})
+                rows[name].append({"idle": n, "poller": "-", "skipped": "fd limit %d" % fd_limit})
                 continue
             socket_map = {}
             for _ in range(n // 2):  # both ends of each pair are idle dispatchers
                 for sock in socket.socketpair():
                     Idle(sock, map=socket_map)
-            samples = time_loop(asyncore, socket_map, use_poll, repeats, sample_s)
-            rows.append({"idle": n, "poller": label, "us": summary(samples, 1e6)})
+            for label, use_poll in styles(name, socket_map):
+                samples = [time_loop(asyncore, socket_map, use_poll, sample_s)[0]
+                           for _ in range(repeats)]
+                rows[name].append({"idle": n, "poller": label, "us": summary(samples, 1e6)})
             asyncore.close_all(socket_map)
     return rows
 
 
-def bench_dispatch(name, asyncore, asynchat, fd_limit, repeats, sample_s):
-    """Cost per ready event: N dispatchers, every one readable every iteration."""
+def bench_dispatch(impls_, repeats, sample_s):
+    """Cost per ready event: N dispatchers, every one readable every iteration.
 
-    class Ready(asynchat.async_chat):
-        def handle_read(self):
-            pass  # leave the byte there: readable again next iteration
-
-    rows = []
+    The implementations' samples alternate, so that they share the machine's load.
+    """
+    rows = {name: [] for name in impls_}
     for n in READY_SIZES:
-        for label, use_poll in styles(name, 2 * n):
-            socket_map = {}
-            socks = []
+        cases = []  # (name, asyncore, map, label, use_poll, peers)
+        for name, (asyncore, asynchat) in reversed(list(impls_.items())):  # ref: low fds
+
+            class Ready(asynchat.async_chat):
+                def handle_read(self):
+                    pass  # leave the byte there: readable again next iteration
+
+            socket_map, peers = {}, []
             for _ in range(n):
                 a, b = socket.socketpair()
                 b.send(b"x")
                 Ready(a, map=socket_map)
-                socks.append(b)
-            samples = time_loop(asyncore, socket_map, use_poll, repeats, sample_s)
-            rows.append({"ready": n, "poller": label, "us_per_event": summary(samples, 1e6 / n)})
-            asyncore.close_all(socket_map)
-            for sock in socks:
+                peers.append(b)
+            for label, use_poll in styles(name, socket_map):
+                cases.append((name, asyncore, socket_map, label, use_poll, peers))
+        samples = {case[0] + case[3]: [] for case in cases}
+        counts = {}
+        for _ in range(repeats):
+            for name, asyncore, socket_map, label, use_poll, _peers in cases:
+                per, counts[name + label] = time_loop(
+                    asyncore, socket_map, use_poll, sample_s, counts.get(name + label)
+                )
+                samples[name + label].append(per)
+        for name, asyncore, socket_map, label, _use_poll, peers in reversed(cases):
+            rows[name].append({"ready": n, "poller": label,
+                               "us_per_event": summary(samples[name + label], 1e6 / n)})
+            if socket_map:
+                asyncore.close_all(socket_map)
+            for sock in peers:
                 sock.close()
+            peers.clear()
     return rows
 
 
@@ -126,25 +148,28 @@ def input_chunk(line, terminator, read_size):
     return stream[3 : 3 + read_size]
 
 
-def bench_chat_input(name, asyncore, asynchat, repeats, budget_s, line_sizes, terminators,
-                     read_size=65536):
+def bench_chat_input(impls_, repeats, budget_s, line_sizes, terminators, read_size=65536):
     """async_chat input: handle_read over reads of read_size bytes, lines/s and MB/s."""
-    rows = []
+    rows = {name: [] for name in impls_}
     for term_name in terminators:
         terminator = TERMINATORS[term_name]
         for line in line_sizes:
             chunk = input_chunk(line, terminator, read_size)
-            samples = []
+            samples = {name: [] for name in impls_}
             for _ in range(repeats):
-                samples.append(chat_input_once(asynchat, line, terminator, chunk, budget_s))
-            rows.append({
-                "line": line,
-                "terminator": term_name,
-                "read": read_size,
-                "lines_per_s": summary([1 / s for s in samples]),
-                "mb_per_s": summary([line / s / 1e6 for s in samples]),
-                "ns_per_byte": summary([s / line * 1e9 for s in samples]),
-            })
+                for name, (_asyncore, asynchat) in impls_.items():
+                    samples[name].append(
+                        chat_input_once(asynchat, line, terminator, chunk, budget_s[name])
+                    )
+            for name, s in samples.items():
+                rows[name].append({
+                    "line": line,
+                    "terminator": term_name,
+                    "read": read_size,
+                    "lines_per_s": summary([1 / x for x in s]),
+                    "mb_per_s": summary([line / x / 1e6 for x in s]),
+                    "ns_per_byte": summary([x / line * 1e9 for x in s]),
+                })
     return rows
 
 
@@ -199,22 +224,26 @@ def drain(sock, buf):
             return
 
 
-def bench_push(name, asyncore, asynchat, repeats, budget_s):
-    """push/initiate_send: 64 B pushes, 1 MiB pushes, producers."""
+def bench_push(impls_, repeats, budget_s):
+    """push/initiate_send: 64 B pushes, 1 MiB pushes, producers; samples alternate."""
     cases = [
         ("push 64 B", 64, "push"),
         ("push 1 MiB", 1 << 20, "push"),
         ("16 producers x 16 x 4 KiB more()", 1 << 20, "producer"),
     ]
-    rows = []
+    rows = {name: [] for name in impls_}
     for label, size, kind in cases:
-        samples = [push_once(asynchat, size, kind, budget_s) for _ in range(repeats)]
-        rows.append({
-            "case": label,
-            "size": size,
-            "items_per_s": summary([1 / s for s in samples]),
-            "mb_per_s": summary([size / s / 1e6 for s in samples]),
-        })
+        samples = {name: [] for name in impls_}
+        for _ in range(repeats):
+            for name, (_asyncore, asynchat) in impls_.items():
+                samples[name].append(push_once(asynchat, size, kind, budget_s))
+        for name, s in samples.items():
+            rows[name].append({
+                "case": label,
+                "size": size,
+                "items_per_s": summary([1 / x for x in s]),
+                "mb_per_s": summary([size / x / 1e6 for x in s]),
+            })
     return rows
 
 
@@ -265,45 +294,41 @@ def push_once(asynchat, size, kind, budget_s):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("impl", choices=impls.ASYNCORE_IMPLS)
+    parser.add_argument("impls", help="comma-separated: ext,ref or pure,ref")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--only", help="comma-separated: iteration,dispatch,chat_input,push")
     args = parser.parse_args()
-    asyncore, asynchat = impls.load(args.impl)
+    loaded = {name: impls.load(name) for name in args.impls.split(",")}
     fd_limit = impls.raise_fd_limit()
     repeats, sample_s = (5, 0.02) if args.quick else (11, 0.1)
     budget_s = 0.03 if args.quick else 0.15
     only = set(args.only.split(",")) if args.only else None
-    result = {"impl": args.impl, "fd_limit": fd_limit}
+    result = {name: {"fd_limit": fd_limit} for name in loaded}
 
     def wanted(name):
         return only is None or name in only
 
+    def merge(section, rows):
+        for name, r in rows.items():
+            result[name][section] = r
+
     if wanted("iteration"):
-        result["iteration"] = bench_iteration(
-            args.impl, asyncore, asynchat, fd_limit, repeats, sample_s
-        )
+        merge("iteration", bench_iteration(loaded, fd_limit, repeats, sample_s))
     if wanted("dispatch"):
-        result["dispatch"] = bench_dispatch(
-            args.impl, asyncore, asynchat, fd_limit, repeats, sample_s
-        )
+        merge("dispatch", bench_dispatch(loaded, repeats, sample_s))
     if wanted("chat_input"):
-        result["chat_input"] = bench_chat_input(
-            args.impl, asyncore, asynchat, repeats, budget_s, LINE_SIZES, TERMINATORS
-        )
+        merge("chat_input", bench_chat_input(
+            loaded, repeats, dict.fromkeys(loaded, budget_s), LINE_SIZES, TERMINATORS
+        ))
         # Linear in the input: the same lines in 1 MiB reads cost the same per byte.
-        # The reference takes seconds per 1 MiB read: two reads, once, in --full only.
-        if args.impl != "ref":
-            result["chat_input_linear"] = bench_chat_input(
-                args.impl, asyncore, asynchat, 3 if args.quick else 5, budget_s, (64,),
-                ("1-byte",), read_size=1 << 20,
-            )
-        elif not args.quick:
-            result["chat_input_linear"] = bench_chat_input(
-                args.impl, asyncore, asynchat, 1, 0, (64,), ("1-byte",), read_size=1 << 20
-            )
+        # The reference takes seconds per 1 MiB read: two reads, once, in the full run.
+        big = {name: loaded[name] for name in loaded if name != "ref" or not args.quick}
+        budgets = {name: 0 if name == "ref" else budget_s for name in big}
+        merge("chat_input_linear", bench_chat_input(
+            big, 3, budgets, (64,), ("1-byte",), read_size=1 << 20
+        ))
     if wanted("push"):
-        result["push"] = bench_push(args.impl, asyncore, asynchat, repeats, budget_s)
+        merge("push", bench_push(loaded, repeats, budget_s))
     json.dump(result, sys.stdout)
     sys.stdout.write("\n")
 

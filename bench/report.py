@@ -40,14 +40,30 @@ def micro_tables(micro):
     if not have:
         return "\n".join(out)
 
-    def cells(section, key, value, size_key):
+    def median(impl, section, value, size_key, size, poller):
+        for r in micro.get(impl, {}).get(section, []):
+            if r[size_key] == size and r["poller"] == poller and value in r:
+                return r[value]["median"]
+        return None
+
+    def ratio(impl, section, value, size_key, size, v):
+        """v over the extension's figure; the pure core's is chained through the
+        reference's poll() figure measured in each core's own process."""
+        ext = median("ext", section, value, size_key, size, "epoll")
+        if not ext:
+            return None
+        if impl == "pure":
+            beside = median("ref_beside_pure", section, value, size_key, size, "poll")
+            ref = median("ref", section, value, size_key, size, "poll")
+            return v / beside * ref / ext if beside and ref else None
+        return v / ext
+
+    def cells(section, value, size_key):
         rows, sizes = [], []
         for impl in have:
             for r in micro[impl].get(section, []):
                 if r[size_key] not in sizes:
                     sizes.append(r[size_key])
-        base = {r[size_key]: r[value]["median"]
-                for r in micro.get("ext", {}).get(section, []) if value in r}
         for impl in have:
             pollers = []
             for r in micro[impl].get(section, []):
@@ -64,19 +80,17 @@ def micro_tables(micro):
                         row.append("skipped: " + match[0]["skipped"])
                     else:
                         s = match[0][value]
-                        ratio = ""
-                        if impl != "ext" and base.get(size):
-                            ratio = " (x%s)" % fmt(s["median"] / base[size])
-                        row.append(spread(s) + ratio)
+                        x = ratio(impl, section, value, size_key, size, s["median"])
+                        row.append(spread(s) + (" (x%s)" % fmt(x) if impl != "ext" and x else ""))
                 rows.append(row)
         return sizes, rows
 
-    sizes, rows = cells("iteration", key=None, value="us", size_key="idle")
+    sizes, rows = cells("iteration", value="us", size_key="idle")
     out.append(table(
         "Loop iteration, idle connected async_chat dispatchers: us per iteration, "
         "median [min-max] (x fastcore extension)",
         ["implementation"] + ["%s idle" % fmt(s, 0) for s in sizes], rows))
-    sizes, rows = cells("dispatch", key=None, value="us_per_event", size_key="ready")
+    sizes, rows = cells("dispatch", value="us_per_event", size_key="ready")
     out.append(table(
         "Dispatch, every dispatcher readable every iteration (handle_read does nothing): "
         "us per ready event",
@@ -229,8 +243,9 @@ def targets(result, full):
     big = micro.get("ext", {}).get("chat_input_linear")
     if small and big:
         ratio = big[0]["ns_per_byte"]["median"] / small["ns_per_byte"]["median"]
-        out.append(("async_chat input linear in the input size (1 MiB vs 64 KiB reads)",
-                    "per-byte cost x%s" % fmt(ratio), ratio <= 1.25))
+        # 16 times the bytes per read: a quadratic cost would be ~16x per byte.
+        out.append(("async_chat input linear in the input size (1 MiB vs 64 KiB reads, "
+                    "per byte within 2x)", "per-byte cost x%s" % fmt(ratio), ratio <= 2))
 
     echo = {rec["load"]: rec for rec in result.get("echo", [])}
 

@@ -67,22 +67,29 @@ def machine():
 
 
 def run_micro(full, only):
+    """Two processes: the extension beside the reference, the pure core beside it.
+
+    Returns {"ext", "ref", "pure", "ref_beside_pure"} (or {"error"} for a process
+    that failed).
+    """
     result = {}
-    for impl in impls.ASYNCORE_IMPLS:
+    for impl, keys in (("ext", ("ext", "ref")), ("pure", ("pure", "ref_beside_pure"))):
         t = time.time()
-        cmd = [sys.executable, os.path.join(HERE, "micro.py"), impl]
+        cmd = [sys.executable, os.path.join(HERE, "micro.py"), "%s,ref" % impl]
         if not full:
             cmd.append("--quick")
         if only:
             cmd += ["--only", only]
         done = subprocess.run(cmd, capture_output=True, text=True, env=impls.environment(impl))
         if done.returncode:
-            result[impl] = {"error": done.stderr.strip().splitlines()[-1]}
-        else:
-            result[impl] = json.loads(done.stdout)
-        log("  micro %-5s %.1f s%s" % (impl, time.time() - t,
-                                       "  " + result[impl]["error"] if "error" in result[impl]
-                                       else ""))
+            error = {"error": (done.stderr.strip().splitlines() or ["failed"])[-1]}
+            for key in keys:
+                result[key] = error
+            log("  micro %s,ref: %s" % (impl, error["error"]))
+            continue
+        out = json.loads(done.stdout)
+        result[keys[0]], result[keys[1]] = out[impl], out["ref"]
+        log("  micro %s,ref %.1f s" % (impl, time.time() - t))
     return result
 
 
@@ -100,6 +107,11 @@ def main():
     parser.add_argument("--no-save", action="store_true", help="do not write bench/results/")
     args = parser.parse_args()
     parts = set(args.only.split(","))
+    try:
+        import fastcore  # noqa: F401
+    except ImportError:
+        sys.exit("fastcore is not importable: pip install -e '.[bench]' first, or "
+                 "`make build` and PYTHONPATH=. python bench/run.py")
     started = time.time()
     result = {"mode": "full" if args.full else "quick", "machine": machine(),
               "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
