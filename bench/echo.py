@@ -31,7 +31,7 @@ def loads(full):
     """The loads: name -> (description, loadgen arguments)."""
     idle = 10000 if full else 2000
     storm = 10000 if full else 2000
-    return {
+    result = {
         "ping-pong": ("100 connections, one 64 B line in flight each",
                       {"conns": 100, "size": 64, "batch": 1}),
         "pipelined": ("100 connections, 16 x 64 B lines per write",
@@ -43,6 +43,11 @@ def loads(full):
         "accept": ("accept storm: %d connections, each answered once, kept open" % storm,
                    {"mode": "accept", "conns": storm, "size": 64}),
     }
+    if full:
+        # One active connection: every message pays a whole iteration over the idle ones.
+        result["idle-1"] = ("ping-pong on 1 connection with %d more idle" % idle,
+                            {"conns": 1, "size": 64, "batch": 1, "idle": idle})
+    return result
 
 
 def build_loadgen():
