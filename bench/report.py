@@ -20,6 +20,8 @@ def spread(s, digits=None):
 
 
 def table(title, header, rows):
+    if not rows:
+        return ""
     widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
     lines = ["", title]
     for i, r in enumerate([header] + rows):
