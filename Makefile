@@ -28,8 +28,9 @@ test:
 asan:
 	PYTHON=$(PYTHON) .ci/asan
 
-bench:
-	$(PYTHON) bench/iteration_cost.py
+# The benchmarks against the in-place build (quick; BENCH_ARGS=--full for the long run).
+bench: build
+	PYTHONPATH=$(CURDIR) $(PYTHON) bench/run.py $(BENCH_ARGS)
 
 lint:
 	ruff check .
