@@ -3,9 +3,9 @@
 # Input lives in a bytearray with a start offset; consumed bytes are dropped
 # by moving the offset and compacting only when most of the buffer is dead,
 # so scanning is linear in the bytes read (3.11 re-copies the rest of the
-# buffer for every terminator found). Terminators are found with memchr /
-# memmem. Output keeps a partly sent item as a memoryview slice instead of
-# re-copying its remainder after every send.
+# buffer for every terminator found). Terminators are found with memchr
+# (then memcmp) or memmem. Output keeps a partly sent item as a memoryview
+# slice instead of re-copying its remainder after every send.
 
 cdef object _deque_append = collections.deque.append
 cdef object _deque_appendleft = collections.deque.appendleft
@@ -13,11 +13,29 @@ cdef object _deque_popleft = collections.deque.popleft
 cdef object _deque_setitem = collections.deque.__setitem__
 
 
+cdef enum:
+    SHORT_NEEDLE = 16   # up to this length: memchr for the first byte, then memcmp
+
+
 cdef Py_ssize_t find_bytes(const char *hay, Py_ssize_t hay_len,
                            const char *needle, Py_ssize_t needle_len) noexcept:
     cdef const char *hit
+    cdef const char *end = hay + hay_len
     if needle_len == 1:
         hit = <const char *>memchr(hay, needle[0], hay_len)
+    elif needle_len <= SHORT_NEEDLE:
+        # memchr is several times faster than glibc's memmem on short
+        # terminators (b"\r\n"); a short needle bounds the memcmp work per
+        # candidate, so adversarial input stays linear.
+        hit = hay
+        while True:
+            hit = <const char *>memchr(hit, needle[0], end - hit)
+            if hit == NULL or end - hit < needle_len:
+                hit = NULL
+                break
+            if memcmp(hit + 1, needle + 1, needle_len - 1) == 0:
+                break
+            hit += 1
     else:
         hit = <const char *>memmem(hay, hay_len, needle, needle_len)
     return -1 if hit == NULL else hit - hay
