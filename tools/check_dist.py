@@ -291,7 +291,8 @@ def cmd_wheels(args):
                 results.append("%-5s wheel build/install FAILED: %s" % (minor, exc))
                 failed = True
                 continue
-            for label, cmd, env, cwd in test_passes(venv, args.layout):
+            passes = test_passes(venv, args.layout)
+            for label, cmd, env, cwd in passes:
                 t0 = time.monotonic()
                 print("$ (cd %s) %s" % (cwd, " ".join(cmd)), flush=True)
                 proc = subprocess.run(cmd, cwd=cwd, env=dict(CLEAN_ENV, **env), text=True,
@@ -299,11 +300,11 @@ def cmd_wheels(args):
                 sys.stdout.write(proc.stdout[-3000:])
                 status = "ok" if proc.returncode == 0 else "FAILED (exit %d)" % proc.returncode
                 failed |= proc.returncode != 0
-                results.append("%-5s %-40s %-18s %4.0fs  %s" % (
+                results.append("%-5s %-44s %-20s %4.0fs  %s" % (
                     minor, os.path.basename(wheel)[len(DIST_NAME) + 1:], label + ":" + status,
                     time.monotonic() - t0, summary_line(proc.stdout)))
-                if args.layout == "cibw":
-                    shutil.rmtree(cwd, ignore_errors=True)
+            if args.layout == "cibw":
+                shutil.rmtree(passes[0][3], ignore_errors=True)
     print("\n== installed wheels, per Python and implementation")
     print("\n".join(results))
     if failed:
