@@ -152,7 +152,8 @@ def cmd_build(args):
 # -- sdist in a clean venv -------------------------------------------------
 
 def find_pythons():
-    """{minor: interpreter} for pyenv's final releases (the newest of each minor)."""
+    """{minor: interpreter}: pyenv's final releases (the newest of each minor), else
+    python3.X on PATH."""
     root = os.environ.get("PYENV_ROOT", os.path.expanduser("~/.pyenv"))
     found = {}
     versions = glob.glob(os.path.join(root, "versions", "3.*"))
@@ -162,6 +163,9 @@ def find_pythons():
         match = re.fullmatch(r"(3\.\d+)\.\d+", name)
         if match and match.group(1) in MINORS and os.access(exe, os.X_OK):
             found[match.group(1)] = exe
+    for minor in MINORS:
+        if minor not in found and shutil.which("python" + minor):
+            found[minor] = shutil.which("python" + minor)
     return found
 
 
@@ -231,7 +235,7 @@ def build_repaired_wheel(python, sdist, work):
     print(show.strip())
     run([tool("auditwheel"), "repair", "-w", repaired, wheel])
     (fixed,) = glob.glob(os.path.join(repaired, "*.whl"))
-    require(re.search(r"-manylinux_2_\d+_x86_64\.whl$", fixed) is not None,
+    require(re.search(r"-manylinux_2_\d+_\w+\.whl$", fixed) is not None,
             "auditwheel repaired %s to %s" % (os.path.basename(wheel), os.path.basename(fixed)))
     return fixed
 
