@@ -50,6 +50,7 @@ if REQUIRE_EXTENSIONS and NO_EXTENSIONS and not _flag("FASTCORE_NO_EXTENSIONS"):
         + ("Windows" if WINDOWS else platform.python_implementation())
         + ": the pure-Python core is the implementation there."
     )
+
 DEBUG_BUILD = _flag("FASTCORE_DEBUG_BUILD")
 
 CYTHON_DIRECTIVES = {
