@@ -45,7 +45,6 @@ CHECK_DIST = $(DIST_PY) tools/check_dist.py
 
 $(DIST_PY): tools/dist-requirements.txt
 	$(PYTHON) -m venv $(DIST_TOOLS)
-	$(DIST_PY) -m pip install -q --upgrade pip
 	$(DIST_PY) -m pip install -q -r tools/dist-requirements.txt
 	touch $(DIST_PY)
 
