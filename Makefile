@@ -40,3 +40,39 @@ clean:
 	rm -rf build dist *.egg-info .pytest_cache
 	rm -f src/*.c src/*.html fastcore/*.so fastcore/*.pyd
 	find . -name __pycache__ -type d -prune -not -path './.venv*' -exec rm -rf {} +
+
+# Release checks (tools/check_dist.py): the tools live in their own venv.
+DIST_TOOLS ?= build/dist-tools
+DIST_PY = $(DIST_TOOLS)/bin/python
+CHECK_DIST = $(DIST_PY) tools/check_dist.py
+
+.PHONY: dist-tools dist check-dist check-wheels check-wheels-cibw check-workflows release-check
+
+$(DIST_PY): tools/dist-requirements.txt
+	$(PYTHON) -m venv $(DIST_TOOLS)
+	$(DIST_PY) -m pip install -q -r tools/dist-requirements.txt
+	touch $(DIST_PY)
+
+dist-tools: $(DIST_PY)
+
+# dist/: the sdist, the binary wheel built from it and the pure-Python wheel, checked.
+dist: $(DIST_PY)
+	$(CHECK_DIST) build
+
+# The sdist installs in a clean venv; cibuildwheel's matrix is the intended one.
+check-dist: dist
+	$(CHECK_DIST) sdist identifiers
+
+# Every CPython 3.8-3.13 under pyenv: wheel from the sdist, auditwheel repair, fresh
+# venv, both implementations (PYTHONS=3.8,3.12 for fewer).
+check-wheels: dist
+	$(CHECK_DIST) wheels $(if $(PYTHONS),--pythons $(PYTHONS))
+
+# The same with cibuildwheel's test-command, as the wheels workflow runs it.
+check-wheels-cibw: dist
+	$(CHECK_DIST) wheels --layout cibw $(if $(PYTHONS),--pythons $(PYTHONS))
+
+check-workflows: $(DIST_PY)
+	$(CHECK_DIST) workflows
+
+release-check: check-dist check-wheels check-workflows

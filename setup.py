@@ -4,8 +4,9 @@ The project's metadata lives in pyproject.toml; this file only adds the extensio
 
 Environment switches (value ``1`` turns one on):
 
-  FASTCORE_NO_EXTENSIONS       build no extension: a pure-Python install (also the
-                               case on PyPy and other non-CPython interpreters)
+  FASTCORE_NO_EXTENSIONS       build no extension: a pure-Python install (always the
+                               case on PyPy and other non-CPython interpreters, and on
+                               Windows: see WINDOWS below)
   FASTCORE_REQUIRE_EXTENSIONS  fail the build if the extension does not compile,
                                instead of falling back to the pure-Python core
   FASTCORE_DEBUG_BUILD         -O0 -g3 with assertions, FASTCORE_DEBUG and Cython
@@ -35,8 +36,21 @@ def _flag(name):
     return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
 
-NO_EXTENSIONS = _flag("FASTCORE_NO_EXTENSIONS") or platform.python_implementation() != "CPython"
+# The extension is POSIX C (compat.h includes poll.h, unistd.h and sys/select.h; the core
+# cimports posix.fcntl and uses fds as small ints): MSVC cannot build it, and Winsock's
+# select() takes SOCKET handles, not fd numbers. Windows installs the pure-Python core.
+WINDOWS = sys.platform == "win32"
+CPYTHON = platform.python_implementation() == "CPython"
+NO_EXTENSIONS = _flag("FASTCORE_NO_EXTENSIONS") or not CPYTHON or WINDOWS
 REQUIRE_EXTENSIONS = _flag("FASTCORE_REQUIRE_EXTENSIONS")
+
+if REQUIRE_EXTENSIONS and NO_EXTENSIONS and not _flag("FASTCORE_NO_EXTENSIONS"):
+    raise SystemExit(
+        "error: FASTCORE_REQUIRE_EXTENSIONS=1, but fastcore's extension is not built on "
+        + ("Windows" if WINDOWS else platform.python_implementation())
+        + ": the pure-Python core is the implementation there."
+    )
+
 DEBUG_BUILD = _flag("FASTCORE_DEBUG_BUILD")
 
 CYTHON_DIRECTIVES = {
