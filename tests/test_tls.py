@@ -765,19 +765,25 @@ def test_garbage_instead_of_client_hello(asyncore, asynchat, tls, sockmap, use_p
         garbage.close()
 
 
+def stall_mid_handshake(port):
+    """A raw client that sent half a ClientHello and stops there."""
+    stalled = socket.create_connection((support.LOCALHOST, port), timeout=TIMEOUT)
+    hello = ssl.MemoryBIO()
+    obj = client_context().wrap_bio(ssl.MemoryBIO(), hello, server_hostname="localhost")
+    with pytest.raises(ssl.SSLWantReadError):
+        obj.do_handshake()
+    first_flight = hello.read()
+    stalled.sendall(first_flight[: len(first_flight) // 2])
+    return stalled
+
+
 def test_peer_stalls_mid_handshake(asyncore, asynchat, tls, sockmap):
     """A peer that sends half a ClientHello and stops blocks nobody: another
     client is served meanwhile, and the stalled one stays handshaking.
     (Closing it after a time is the loop's idle timeout, not TLS's job.)"""
     server, record = serve_lines(asyncore, asynchat, tls, sockmap, tls_now=True)
-    stalled = socket.create_connection((support.LOCALHOST, server.port), timeout=TIMEOUT)
+    stalled = stall_mid_handshake(server.port)
     try:
-        hello = ssl.MemoryBIO()
-        obj = client_context().wrap_bio(ssl.MemoryBIO(), hello, server_hostname="localhost")
-        with pytest.raises(ssl.SSLWantReadError):
-            obj.do_handshake()
-        first_flight = hello.read()
-        stalled.sendall(first_flight[: len(first_flight) // 2])
         support.run_until(asyncore, sockmap, lambda: len(server.handlers) == 1)
 
         def client():
@@ -797,14 +803,8 @@ def test_peer_stalls_mid_handshake(asyncore, asynchat, tls, sockmap):
 def test_stalled_handshake_times_out(asyncore, asynchat, tls, sockmap):
     """With an idle timeout set, a peer that stops mid-handshake is closed."""
     server, record = serve_lines(asyncore, asynchat, tls, sockmap, tls_now=True)
-    stalled = socket.create_connection((support.LOCALHOST, server.port), timeout=TIMEOUT)
+    stalled = stall_mid_handshake(server.port)
     try:
-        hello = ssl.MemoryBIO()
-        obj = client_context().wrap_bio(ssl.MemoryBIO(), hello, server_hostname="localhost")
-        with pytest.raises(ssl.SSLWantReadError):
-            obj.do_handshake()
-        first_flight = hello.read()
-        stalled.sendall(first_flight[: len(first_flight) // 2])
         support.run_until(asyncore, sockmap, lambda: len(server.handlers) == 1)
         handler = server.handlers[0]
         assert tls.tls_state(handler) == "handshaking"
