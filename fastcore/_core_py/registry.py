@@ -218,10 +218,13 @@ def release_map(map):
         registry.close()
         # Dirty objects no registry holds any more: no iteration may come to
         # process them, and the list must not keep them alive.
+        keep = []
         for obj in _dirty:
-            if not obj._fc_entries:
+            if obj._fc_entries:
+                keep.append(obj)
+            else:
                 obj._fc_dirty = False
-        _dirty[:] = [obj for obj in _dirty if obj._fc_entries]
+        _dirty[:] = keep
 
 
 def note_added(map, fd, obj):
