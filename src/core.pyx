@@ -54,6 +54,10 @@ from fastcore._common import (
 cdef extern from "Python.h":
     # PyObject_GenericSetAttr with a NULL value deletes.
     int generic_delattr "PyObject_GenericSetAttr" (object o, object name, void *value) except -1
+    int PyObject_GenericSetDict(object o, object value, void *context) except -1
+    ctypedef struct PyTypeObject:
+        Py_ssize_t tp_dictoffset
+    PyTypeObject *Py_TYPE(object o)
 
 
 cdef extern from "string.h" nogil:

@@ -7,7 +7,8 @@
 
 
 cdef class DispatcherBase:
-    cdef dict __dict__
+    # No __dict__ here: the facade's Python subclasses get the interpreter's
+    # own (managed) instance dict, which its attribute caches work with.
     cdef object __weakref__
     cdef object _connected
     cdef object _accepting
@@ -30,6 +31,11 @@ cdef class DispatcherBase:
     cdef TLSLayer _tls     # while TLS is on (tls.pxi): recv/send and events go through it
 
     def __cinit__(self, *args, **kwargs):
+        if Py_TYPE(self).tp_dictoffset:
+            # An ordinary dict from the start: the split dict the interpreter
+            # would otherwise make (Cython's tp_new sets up no inline values)
+            # is one the specialised LOAD_ATTR/STORE_ATTR of 3.11+ refuse.
+            PyObject_GenericSetDict(self, {}, NULL)
         self._connected = False
         self._accepting = False
         defaults = getattr(type(self), "_fc_defaults", None)
