@@ -5,7 +5,7 @@
 
 import socket
 import ssl
-from typing import Any, Callable, Dict, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Optional, Tuple, Type, Union
 
 from fastcore._common import ProducerFifo
 
@@ -105,6 +105,10 @@ class DispatcherBase:
     def send(self, data: bytes) -> int: ...
     def recv(self, buffer_size: int) -> bytes: ...
     def close(self) -> None: ...
+
+# DispatcherBase; before CPython 3.12, a subclass of it whose __setattr__
+# reports assignments to the loop.
+DISPATCHER_BASE: Type[DispatcherBase]
 
 class WithSendBase(DispatcherBase):
     out_buffer: bytes

@@ -56,7 +56,7 @@ poll3 = poll2
 loop = _core.loop
 
 
-class dispatcher(_core.DispatcherBase):
+class dispatcher(_core.DISPATCHER_BASE):
     debug = False
     connecting = False
     closing = False

@@ -17,7 +17,8 @@ from cpython.bytearray cimport PyByteArray_AS_STRING
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from cpython.exc cimport PyErr_CheckSignals
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
-from cpython.object cimport PyObject_GenericSetAttr
+from cpython.object cimport PyObject, PyObject_GenericSetAttr
+from cpython.unicode cimport PyUnicode_Check, PyUnicode_CheckExact
 from libc.errno cimport EBADF, EEXIST, EINTR, EINVAL, ENOENT, ENOTCONN, EPERM
 from libc.stdint cimport uint64_t
 from libc.string cimport memchr, memcmp
@@ -55,6 +56,7 @@ cdef extern from "Python.h":
     # PyObject_GenericSetAttr with a NULL value deletes.
     int generic_delattr "PyObject_GenericSetAttr" (object o, object name, void *value) except -1
     int PyObject_GenericSetDict(object o, object value, void *context) except -1
+    object PyObject_GenericGetDict(object o, void *context)
     ctypedef struct PyTypeObject:
         Py_ssize_t tp_dictoffset
     PyTypeObject *Py_TYPE(object o)
@@ -117,6 +119,7 @@ include "stats.pxi"
 include "pollers.pxi"
 include "registry.pxi"
 include "dispatcher.pxi"
+include "assignments.pxi"
 include "chat.pxi"
 include "tls.pxi"
 include "dispatch.pxi"

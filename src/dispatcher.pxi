@@ -19,6 +19,8 @@ cdef class DispatcherBase:
     cdef unsigned long _close_iteration
     cdef list _entries     # the registries' entries for this dispatcher
     cdef bint _own_methods  # the instance has its own method among _WATCHED_METHODS
+    cdef bint _methods_unknown  # _own_methods is True until that is checked again
+    cdef Py_ssize_t _watched_dict  # address of the instance dict a watcher reports on
     cdef bint _new_socket  # socket assigned since the last registration
     cdef bint _reclassify  # readable/writable may have been replaced: kind to check
     cdef int _fast_paths   # FAST_* bits of the methods its class left to the core
@@ -35,13 +37,20 @@ cdef class DispatcherBase:
             # An ordinary dict from the start: the split dict the interpreter
             # would otherwise make (Cython's tp_new sets up no inline values)
             # is one the specialised LOAD_ATTR/STORE_ATTR of 3.11+ refuse.
-            PyObject_GenericSetDict(self, {}, NULL)
+            own = {}
+            PyObject_GenericSetDict(self, own, NULL)
+            if _dict_watcher >= 0:
+                watch_instance_dict(self, own)
         self._connected = False
         self._accepting = False
         defaults = getattr(type(self), "_fc_defaults", None)
         if defaults:
             for name, value in defaults.items():
                 setattr(self, name, value)
+
+    def __dealloc__(self):
+        if self._watched_dict:
+            forget_instance_dict(self)
 
     @property
     def connected(self):
@@ -101,35 +110,43 @@ cdef class DispatcherBase:
     def _mark_dirty(self):
         self.mark_dirty()
 
-    # The loop must hear of three kinds of assignment to an instance:
-    # readable/writable (it becomes polled, or tracked again), a method the
-    # core otherwise calls without a Python call (the fast path is off), and
-    # a new socket (which may have the old one's fd number, and so must be
-    # registered with the kernel again).
-    def __setattr__(self, name, value):
-        PyObject_GenericSetAttr(self, name, value)
-        if name in _WATCHED_METHODS:
+    # Assignments to the instance that the loop must hear of (assignments.pxi).
+    cdef int note_assigned(self, int kind) noexcept:
+        if kind & ASSIGNED_METHOD:
             self._own_methods = True
             self._reclassify = True
-            self.mark_dirty()
-        elif name == "socket":
+        if kind & ASSIGNED_SOCKET:
             self._new_socket = True
-            self.mark_dirty()
+        self.mark_dirty()
+        return 0
 
-    def __delattr__(self, name):
-        generic_delattr(self, name, NULL)
-        if name in _WATCHED_METHODS:
-            own = getattr(self, "__dict__")
-            self._own_methods = any(method in own for method in _WATCHED_METHODS)
+    cdef int note_removed(self, int kind) noexcept:
+        if kind & ASSIGNED_METHOD:
+            # Which of its own methods remain is worked out when next needed:
+            # a dict watcher hears of a deletion before it is made.
+            self._own_methods = True
+            self._methods_unknown = True
             self._reclassify = True
-            self.mark_dirty()
+        if kind & ASSIGNED_SOCKET:
+            self._new_socket = True
+        self.mark_dirty()
+        return 0
+
+    cdef bint recheck_own_methods(self) except -1:
+        self._methods_unknown = False
+        own = PyObject_GenericGetDict(self, NULL)
+        self._own_methods = any(name in own for name in _WATCHED_METHODS)
+        return self._own_methods
 
     cdef inline bint uses(self, int method):
         """True if the method (a FAST_* bit) is still the core's own, so C
         may call it directly. Worked out once per class version."""
         cdef unsigned int version
         if self._own_methods:
-            return False
+            if not self._methods_unknown:
+                return False
+            if self.recheck_own_methods():
+                return False
         version = fc_type_version(type(self))
         if version == 0 or version != self._fast_version:
             self._fast_paths = fast_paths_of(type(self))
@@ -146,6 +163,8 @@ cdef class DispatcherBase:
         if map is None:
             map = self._map
         fd = self._fileno
+        if self._watched_dict:
+            check_instance_dict(self)
         cdef Registry reg = registry_of(map)
         cdef uint64_t before = fc_dict_version(map) if reg is not None else 0
         map[fd] = self

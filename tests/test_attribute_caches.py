@@ -1,10 +1,13 @@
-"""Handler code reads a dispatcher's own attributes through the interpreter's
-specialised LOAD_ATTR, as it does on the reference's plain classes.
+"""Handler code reads and writes a dispatcher's own attributes through the
+interpreter's specialised LOAD_ATTR/STORE_ATTR, as it does on the reference's
+plain classes; and the loop still hears of the assignments that matter to it.
 
 CPython 3.12+ specialises attribute access on instances of classes with a
 managed ``__dict__`` (and a ``__getattr__``, which the socket delegation
 needs). 3.11's specialiser refuses every class with a ``__getattr__``, and
-3.8-3.10 have none, so there is nothing to check there.
+3.8-3.10 have none, so there is nothing to check there. Stores specialise
+only without a ``__setattr__``: on the extension, where dict watchers (3.12+)
+tell the loop of assignments instead.
 """
 
 import dis
@@ -12,34 +15,38 @@ import socket
 import sys
 
 import pytest
+from support import run_iterations, run_until
 
-pytestmark = pytest.mark.skipif(
+specialising = pytest.mark.skipif(
     sys.version_info < (3, 12),
     reason="3.11 does not specialise attribute access on classes with __getattr__; "
            "3.8-3.10 do not specialise at all")
 
 SPECIALISED_LOADS = {"LOAD_ATTR_INSTANCE_VALUE", "LOAD_ATTR_WITH_HINT"}
+SPECIALISED_STORES = {"STORE_ATTR_INSTANCE_VALUE", "STORE_ATTR_WITH_HINT"}
 
 # Compiled afresh for each test: a code object's specialisations are shared by
 # every call, whatever the class of the object passed in.
 HANDLER_SOURCE = """
 def read_parts(handler):
     return handler.parts
+
+def reset_parts(handler):
+    handler.parts = []
 """
 
 
-def _load_ops(obj, label):
+def _attribute_ops(obj, label, function, prefix):
     namespace = {}
     exec(compile(HANDLER_SOURCE, "<handler %s>" % label, "exec"), namespace)
-    read_parts = namespace["read_parts"]
+    code = namespace[function]
     for _ in range(100):   # past the interpreter's warm-up
-        read_parts(obj)
-    return [ins.opname for ins in dis.get_instructions(read_parts, adaptive=True)
-            if ins.opname.startswith("LOAD_ATTR")]
+        code(obj)
+    return [ins.opname for ins in dis.get_instructions(code, adaptive=True)
+            if ins.opname.startswith(prefix)]
 
 
-@pytest.mark.parametrize("base_name", ["dispatcher", "dispatcher_with_send", "async_chat"])
-def test_instance_attribute_loads_are_specialised(asyncore, asynchat, sockmap, base_name):
+def _make_handler(asyncore, asynchat, base_name):
     base = getattr(asynchat if base_name == "async_chat" else asyncore, base_name)
 
     class Handler(base):
@@ -47,12 +54,96 @@ def test_instance_attribute_loads_are_specialised(asyncore, asynchat, sockmap, b
             super().__init__(sock, map=map)
             self.parts = []
 
+    return Handler
+
+
+def _watchers(asyncore):
+    """True where the loop hears of assignments through dict watchers."""
+    from fastcore._impl import core
+    return (asyncore.__name__ == "fastcore.asyncore" and core.__name__ == "fastcore._core_c"
+            and core.DISPATCHER_BASE is core.DispatcherBase)
+
+
+@specialising
+@pytest.mark.parametrize("base_name", ["dispatcher", "dispatcher_with_send", "async_chat"])
+def test_instance_attribute_loads_are_specialised(asyncore, asynchat, sockmap, base_name):
     a, b = socket.socketpair()
     try:
-        handler = Handler(a, sockmap)
-        ops = _load_ops(handler, base_name)
+        handler = _make_handler(asyncore, asynchat, base_name)(a, sockmap)
+        ops = _attribute_ops(handler, base_name, "read_parts", "LOAD_ATTR")
         assert ops and set(ops) <= SPECIALISED_LOADS, ops
         handler.close()
     finally:
         a.close()
         b.close()
+
+
+@specialising
+@pytest.mark.parametrize("base_name", ["dispatcher", "dispatcher_with_send", "async_chat"])
+def test_instance_attribute_stores_are_specialised(asyncore, asynchat, sockmap, base_name):
+    if asyncore.__name__ == "fastcore.asyncore" and not _watchers(asyncore):
+        pytest.skip("the pure core hears of assignments through __setattr__")
+    a, b = socket.socketpair()
+    try:
+        handler = _make_handler(asyncore, asynchat, base_name)(a, sockmap)
+        ops = _attribute_ops(handler, base_name, "reset_parts", "STORE_ATTR")
+        assert ops and set(ops) <= SPECIALISED_STORES, ops
+        handler.close()
+    finally:
+        a.close()
+        b.close()
+
+
+@pytest.mark.parametrize("use_poll", [False, True], ids=["select", "poll"])
+def test_instance_handler_deleted_restores_the_class_handler(asyncore, kit, sockmap,
+                                                             use_poll):
+    """After ``del d.handle_read`` the class's handle_read is called again
+    (the core's own, which it calls without a Python call)."""
+    a, b = socket.socketpair()
+    d = kit.Reader(a, map=sockmap)
+    seen = []
+    d.handle_read = lambda: seen.append(d.recv(10))
+    b.send(b"1")
+    run_until(asyncore, sockmap, lambda: seen == [b"1"], use_poll=use_poll)
+    del d.handle_read
+    b.send(b"2")
+    run_until(asyncore, sockmap, lambda: d.data.endswith(b"2"), use_poll=use_poll)
+    assert seen == [b"1"]
+    assert "handle_read" not in vars(d)
+    b.close()
+
+
+@pytest.mark.parametrize("use_poll", [False, True], ids=["select", "poll"])
+def test_predicate_put_in_the_instance_dict_is_honoured(asyncore, kit, sockmap, use_poll):
+    """readable put straight into ``vars(d)`` (no attribute assignment) is
+    honoured, as on the reference, which asks readable() every iteration."""
+    if asyncore.__name__ == "fastcore.asyncore" and not _watchers(asyncore):
+        pytest.skip("without dict watchers the loop hears only of attribute assignments")
+    a, b = socket.socketpair()
+    d = kit.Reader(a, map=sockmap)
+    b.send(b"1")
+    run_until(asyncore, sockmap, lambda: d.data == b"1", use_poll=use_poll)
+    vars(d)["readable"] = lambda: False
+    b.send(b"2")
+    run_iterations(asyncore, sockmap, 4, use_poll=use_poll)
+    assert d.data == b"1"
+    vars(d).pop("readable")
+    run_until(asyncore, sockmap, lambda: d.data == b"12", use_poll=use_poll)
+    b.close()
+
+
+@pytest.mark.parametrize("use_poll", [False, True], ids=["select", "poll"])
+def test_instance_dict_replaced_before_registration(asyncore, kit, sockmap, use_poll):
+    """A dict given to the instance as a whole before set_socket is looked
+    through, and assignments to the instance after it are heard of."""
+    a, b = socket.socketpair()
+    d = kit.Reader(map=sockmap)
+    d.__dict__ = dict(d.__dict__, readable=lambda: False)
+    d.set_socket(a, map=sockmap)
+    d.connected = True
+    b.send(b"1")
+    run_iterations(asyncore, sockmap, 4, use_poll=use_poll)
+    assert d.data == b""
+    d.readable = lambda: True
+    run_until(asyncore, sockmap, lambda: d.data == b"1", use_poll=use_poll)
+    b.close()

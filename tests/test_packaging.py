@@ -60,11 +60,14 @@ def _stub_tree():
 
 
 def _declared(tree):
-    """{module-level name: set of member names (None for functions)}"""
+    """{module-level name: set of member names (None for functions and
+    variables)}"""
     declared = {}
     for node in tree.body:
         if isinstance(node, ast.FunctionDef):
             declared[node.name] = None
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            declared[node.target.id] = None
         elif isinstance(node, ast.ClassDef):
             members = set()
             for item in node.body:

@@ -37,8 +37,13 @@ from fastcore._core_py.stats import (
 )
 from fastcore._core_py.tls import start_tls, stop_tls, tls_object, tls_state
 
+# The facade's dispatcher class derives from this (the extension's may be a
+# subclass of its DispatcherBase; here DispatcherBase hears of assignments itself).
+DISPATCHER_BASE = DispatcherBase
+
 __all__ = [
     "ChatBase",
+    "DISPATCHER_BASE",
     "DispatcherBase",
     "Timer",
     "WithSendBase",

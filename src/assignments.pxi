@@ -1,0 +1,137 @@
+# How the loop hears of assignments to a dispatcher's instance attributes
+# that change what it must do:
+#   - readable/writable: the dispatcher becomes polled, or tracked again;
+#   - a method the core otherwise calls without a Python call: that fast path
+#     is off for the instance;
+#   - socket: the new socket may have the old one's fd number, and so must be
+#     registered with the kernel again.
+# On CPython 3.12+ a dict watcher on each instance dict reports them, so the
+# facade's classes keep the interpreter's own attribute stores, which it
+# specialises. Before 3.12 (or with every watcher slot taken) the facade
+# derives from HookedDispatcherBase instead, whose tp_setattro reports them
+# (DISPATCHER_BASE).
+
+cdef extern from "dict_watch.h":
+    ctypedef int fc_dict_event
+    enum:
+        FC_DICT_WATCHERS
+        FC_DICT_ADDED
+        FC_DICT_MODIFIED
+        FC_DICT_DELETED
+        FC_DICT_DEALLOCATED
+    ctypedef int (*fc_dict_callback)(fc_dict_event, PyObject *, PyObject *, PyObject *) noexcept
+    int fc_dict_add_watcher(fc_dict_callback callback) except -1
+    int fc_dict_watch(int watcher_id, object d) except -1
+    bint fc_str_interned(PyObject *o) noexcept
+
+
+cdef enum:
+    ASSIGNED_METHOD = 1   # a name in _WATCHED_METHODS
+    ASSIGNED_SOCKET = 2
+    ASSIGNED_ANY = 3      # the dict was cleared or filled at once
+
+
+# The watched names, interned (attribute names are): the method names first,
+# "socket" last. The tuple keeps them alive for the array.
+cdef tuple _watched_names = tuple(
+    [sys.intern(name) for name in sorted(_WATCHED_METHODS)] + [sys.intern("socket")])
+cdef PyObject *_watched_name_ptrs[16]
+cdef int _watched_name_count = len(_watched_names)
+for _i, _name in enumerate(_watched_names):
+    _watched_name_ptrs[_i] = <PyObject *>_name
+del _i, _name
+
+cdef int _dict_watcher = -1
+# address of a watched instance dict -> address of its dispatcher; entries go
+# when either is deallocated.
+cdef dict _dict_owners = {}
+
+
+cdef int name_kind(PyObject *name) noexcept:
+    """ASSIGNED_METHOD, ASSIGNED_SOCKET or 0 for a key of an instance dict."""
+    cdef int i
+    for i in range(_watched_name_count):
+        if name == _watched_name_ptrs[i]:
+            return ASSIGNED_SOCKET if i == _watched_name_count - 1 else ASSIGNED_METHOD
+    if not PyUnicode_Check(<object>name) or (
+            PyUnicode_CheckExact(<object>name) and fc_str_interned(name)):
+        return 0   # an interned name equal to a watched one is that one
+    # A key put in the dict directly, or a str subclass: compare by value.
+    if <object>name == "socket":
+        return ASSIGNED_SOCKET
+    return ASSIGNED_METHOD if <object>name in _WATCHED_METHODS else 0
+
+
+cdef int on_instance_dict_event(fc_dict_event event, PyObject *d, PyObject *key,
+                                PyObject *new_value) noexcept:
+    """The dict watcher. Called before the change; never raises."""
+    cdef int kind
+    if event == FC_DICT_DEALLOCATED:
+        _dict_owners.pop(<Py_ssize_t>d, None)
+        return 0
+    if event == FC_DICT_ADDED or event == FC_DICT_MODIFIED or event == FC_DICT_DELETED:
+        kind = name_kind(key)
+        if not kind:
+            return 0
+    else:
+        kind = ASSIGNED_ANY
+    address = _dict_owners.get(<Py_ssize_t>d)
+    if address is None:
+        return 0
+    owner = <DispatcherBase><PyObject *><Py_ssize_t>address
+    if event == FC_DICT_ADDED or event == FC_DICT_MODIFIED:
+        owner.note_assigned(kind)
+    else:
+        owner.note_removed(kind)
+    return 0
+
+
+cdef int watch_instance_dict(DispatcherBase disp, object own) except -1:
+    fc_dict_watch(_dict_watcher, own)
+    _dict_owners[<Py_ssize_t><PyObject *>own] = <Py_ssize_t><PyObject *>disp
+    disp._watched_dict = <Py_ssize_t><PyObject *>own
+    return 0
+
+
+cdef int forget_instance_dict(DispatcherBase disp) noexcept:
+    if _dict_owners.get(disp._watched_dict) == <Py_ssize_t><PyObject *>disp:
+        del _dict_owners[disp._watched_dict]
+    disp._watched_dict = 0
+    return 0
+
+
+cdef int check_instance_dict(DispatcherBase disp) except -1:
+    """A dict given to the instance as a whole (obj.__dict__ = d) is watched
+    from its registration on, and looked through once."""
+    own = PyObject_GenericGetDict(disp, NULL)
+    if <Py_ssize_t><PyObject *>own != disp._watched_dict:
+        forget_instance_dict(disp)
+        watch_instance_dict(disp, own)
+        disp.note_removed(ASSIGNED_ANY)
+    return 0
+
+
+cdef class HookedDispatcherBase(DispatcherBase):
+    """DispatcherBase with a tp_setattro that reports the assignments: the
+    facade's base where there are no dict watchers (before CPython 3.12)."""
+
+    def __setattr__(self, name, value):
+        PyObject_GenericSetAttr(self, name, value)
+        cdef int kind = name_kind(<PyObject *>name)
+        if kind:
+            self.note_assigned(kind)
+
+    def __delattr__(self, name):
+        generic_delattr(self, name, NULL)
+        cdef int kind = name_kind(<PyObject *>name)
+        if kind:
+            self.note_removed(kind)
+
+
+if FC_DICT_WATCHERS:
+    try:
+        _dict_watcher = fc_dict_add_watcher(on_instance_dict_event)
+    except RuntimeError:   # all of the interpreter's watcher slots are taken
+        _dict_watcher = -1
+
+DISPATCHER_BASE = DispatcherBase if _dict_watcher >= 0 else HookedDispatcherBase
