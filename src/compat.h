@@ -267,12 +267,16 @@ static uint64_t fc_dict_version(PyObject *d)
 /* ---- class version tags -------------------------------------------------- */
 /* CPython gives a class a version tag for its method cache and drops it when
  * the class or one of its bases is modified: a tag still equal to the one
- * recorded means readable/writable were not replaced. 0: no valid tag. */
+ * recorded means readable/writable were not replaced. 0: no valid tag.
+ * From 3.13 a tag is valid when not 0 (Py_TPFLAGS_VALID_VERSION_TAG is no
+ * longer set); before, only that flag says so. */
 static unsigned int fc_type_version(PyObject *cls)
 {
     PyTypeObject *t = (PyTypeObject *)cls;
+#if PY_VERSION_HEX < 0x030D0000
     if (!PyType_HasFeature(t, Py_TPFLAGS_VALID_VERSION_TAG))
         return 0;
+#endif
     return t->tp_version_tag;
 }
 

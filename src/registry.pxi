@@ -142,6 +142,13 @@ def release_map(map):
     drop_unregistered_dirty()
 
 
+def _polled(DispatcherBase obj):
+    """True if a registry asks obj's readable()/writable() every iteration
+    instead of tracking its interest in C (for the tests: a dispatcher of a
+    facade class that keeps the core's readable/writable never is)."""
+    return any((<Entry>e).kind == KIND_POLLED for e in obj._entries or ())
+
+
 cdef int drop_unregistered_dirty() except -1:
     """Forget dirty dispatchers no registry holds any more: no iteration may
     come to process them, and the list must not keep them alive."""

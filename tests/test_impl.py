@@ -99,3 +99,36 @@ def test_available_backends(fastcore_pkg):
     if sys.platform.startswith("linux"):
         assert "kqueue" not in backends
         assert "epoll" in backends
+
+
+@pytest.mark.parametrize("base_name", ["dispatcher", "dispatcher_with_send", "async_chat"])
+def test_extension_tracks_dispatchers_of_unmodified_classes(fastcore_pkg, base_name):
+    """The extension tracks the interest of a dispatcher whose class keeps the
+    core's readable/writable, and asks one that overrides them: it relies on
+    class version tags, whose validity CPython marks differently from 3.13."""
+    if not fastcore_pkg.EXTENSION:
+        pytest.skip("the pure core has no tracked dispatchers")
+    import socket
+
+    from fastcore import _core_c, asynchat, asyncore
+    base = getattr(asynchat if base_name == "async_chat" else asyncore, base_name)
+
+    class Plain(base):
+        pass
+
+    class Asking(base):
+        def readable(self):
+            return True
+
+    sockmap = {}
+    pairs = [socket.socketpair() for _ in range(2)]
+    try:
+        plain = Plain(pairs[0][0], map=sockmap)
+        asking = Asking(pairs[1][0], map=sockmap)
+        asyncore.loop(timeout=0, map=sockmap, count=2)
+        assert not _core_c._polled(plain)
+        assert _core_c._polled(asking)
+    finally:
+        asyncore.close_all(map=sockmap, ignore_all=True)
+        for _a, b in pairs:
+            b.close()
