@@ -127,9 +127,9 @@ cdef class ChatBase(DispatcherBase):
     cdef int chat_read(self) except -1:
         try:
             if self.uses(FAST_RECV):
-                data = self.sock_recv(self.ac_in_buffer_size)
+                data = self.sock_recv(self.attr("ac_in_buffer_size"))
             else:
-                data = self.recv(self.ac_in_buffer_size)
+                data = self.recv(self.attr("ac_in_buffer_size"))
         except BlockingIOError:
             return 0
         except OSError:
@@ -180,30 +180,30 @@ cdef class ChatBase(DispatcherBase):
         cdef bytearray buf
         cdef bytes needle
         cdef bint own_get_terminator = self.uses(FAST_GET_TERMINATOR)
-        cdef Py_ssize_t limit = line_limit(self.max_line_length)
+        cdef Py_ssize_t limit = line_limit(self.attr("max_line_length"))
         while True:
             available = len(self._inbuf) - self._inpos
             if available <= 0:
                 return 0
             # found_terminator() may change the terminator or the buffer:
             # both are read afresh for every step.
-            terminator = self.terminator if own_get_terminator else self.get_terminator()
+            terminator = self.attr("terminator") if own_get_terminator else self.get_terminator()
             if not terminator:
                 self._line_len = 0
-                self.collect_incoming_data(self.take(available))
+                self.attr("collect_incoming_data")(self.take(available))
                 self.ac_in_buffer = b""
             elif isinstance(terminator, int):
                 self._line_len = 0
                 index = terminator
                 if available < index:
-                    self.collect_incoming_data(self.take(available))
+                    self.attr("collect_incoming_data")(self.take(available))
                     self.ac_in_buffer = b""
                     self.terminator = self.terminator - available
                 else:
-                    self.collect_incoming_data(self.take(index))
+                    self.attr("collect_incoming_data")(self.take(index))
                     self.consume(index)
                     self.terminator = 0
-                    self.found_terminator()
+                    self.attr("found_terminator")()
             else:
                 if isinstance(terminator, bytes):
                     needle = terminator
@@ -219,9 +219,9 @@ cdef class ChatBase(DispatcherBase):
                         return self.close_overlong_line(limit)
                     self._line_len = 0
                     if index > 0:
-                        self.collect_incoming_data(self.take(index))
+                        self.attr("collect_incoming_data")(self.take(index))
                     self.consume(index + tlen)
-                    self.found_terminator()
+                    self.attr("found_terminator")()
                 else:
                     # Everything but a held-back terminator prefix is line data.
                     index = available - prefix_at_end(start, available, needle, tlen)
@@ -230,10 +230,10 @@ cdef class ChatBase(DispatcherBase):
                     self._line_len += index
                     if index != available:
                         if index:
-                            self.collect_incoming_data(self.take(index))
+                            self.attr("collect_incoming_data")(self.take(index))
                             self.consume(index)
                         return 0
-                    self.collect_incoming_data(self.take(available))
+                    self.attr("collect_incoming_data")(self.take(available))
                     self.ac_in_buffer = b""
 
     # -- output ------------------------------------------------------------
@@ -288,7 +288,7 @@ cdef class ChatBase(DispatcherBase):
     def push(self, data):
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError("data argument must be byte-ish (%r)", type(data))
-        cdef Py_ssize_t size = self.ac_out_buffer_size
+        cdef Py_ssize_t size = self.attr("ac_out_buffer_size")
         cdef Py_ssize_t n = len(data)
         cdef Py_ssize_t i
         if n > size:
@@ -330,7 +330,7 @@ cdef class ChatBase(DispatcherBase):
                     else:
                         self.close_once()
                     return 0
-            obs = self.ac_out_buffer_size
+            obs = self.attr("ac_out_buffer_size")
             try:
                 data = first[:obs]
             except TypeError:

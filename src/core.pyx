@@ -15,9 +15,10 @@ from heapq import heapify, heappop, heappush
 
 from cpython.bytearray cimport PyByteArray_AS_STRING
 from cpython.bytes cimport PyBytes_FromStringAndSize
-from cpython.exc cimport PyErr_CheckSignals
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
+from cpython.exc cimport PyErr_CheckSignals, PyErr_Clear, PyErr_ExceptionMatches
 from cpython.object cimport PyObject, PyObject_GenericSetAttr
+from cpython.ref cimport Py_DECREF
 from cpython.unicode cimport PyUnicode_Check, PyUnicode_CheckExact
 from libc.errno cimport EBADF, EEXIST, EINTR, EINVAL, ENOENT, ENOTCONN, EPERM
 from libc.stdint cimport uint64_t
@@ -57,6 +58,8 @@ cdef extern from "Python.h":
     int generic_delattr "PyObject_GenericSetAttr" (object o, object name, void *value) except -1
     int PyObject_GenericSetDict(object o, object value, void *context) except -1
     object PyObject_GenericGetDict(object o, void *context)
+    # NULL with AttributeError set when the name is not found: no try block.
+    PyObject *generic_getattr_or_null "PyObject_GenericGetAttr" (object o, object name)
     ctypedef struct PyTypeObject:
         Py_ssize_t tp_dictoffset
     PyTypeObject *Py_TYPE(object o)
@@ -92,9 +95,14 @@ cdef enum:
     FAST_SEND = 32
     FAST_INITIATE_SEND = 64
     FAST_GET_TERMINATOR = 128
+    FAST_GENERIC_LOOKUP = 256   # the class keeps object's __getattribute__
+    FAST_GETATTR_HOOK = 512     # the class has a __getattr__
 
 
 cdef tuple _fast_path_table   # (FAST_* bit, method name, the core's function)
+
+
+cdef object _object_getattribute = object.__getattribute__
 
 
 cdef int fast_paths_of(object cls) except -1:
@@ -103,7 +111,37 @@ cdef int fast_paths_of(object cls) except -1:
     for bit, name, builtin in _fast_path_table:
         if getattr(cls, name, None) is builtin:
             bits |= bit
+    if getattr(cls, "__getattribute__", None) is _object_getattribute:
+        bits |= FAST_GENERIC_LOOKUP
+    if getattr(cls, "__getattr__", None) is not None:
+        bits |= FAST_GETATTR_HOOK
     return bits
+
+
+cdef object getattr_hook_result(object obj, str name):
+    """What the interpreter does when the generic lookup of name on obj
+    raised AttributeError and obj's class has a __getattr__: call it."""
+    for klass in type(obj).__mro__:
+        descr = klass.__dict__.get("__getattr__")
+        if descr is not None:
+            break
+    else:
+        return None
+    bind = getattr(type(descr), "__get__", None)
+    hook = bind(descr, obj, type(obj)) if bind is not None else descr
+    return hook(name)
+
+
+cdef inline object steal(PyObject *ref):
+    """The object of a new reference, which it takes over."""
+    obj = <object>ref
+    Py_DECREF(obj)
+    return obj
+
+
+cdef int raise_pending() except -1:
+    """Propagates the exception already set."""
+    return -1
 
 
 # Forward declarations: the parts refer to each other.

@@ -138,20 +138,42 @@ cdef class DispatcherBase:
         self._own_methods = any(name in own for name in _WATCHED_METHODS)
         return self._own_methods
 
-    cdef inline bint uses(self, int method):
+    cdef inline int class_paths(self) except -1:
+        """FAST_* bits of the instance's class, worked out once per class version."""
+        cdef unsigned int version = fc_type_version(type(self))
+        if version == 0 or version != self._fast_version:
+            self._fast_paths = fast_paths_of(type(self))
+            self._fast_version = fc_type_version(type(self))
+        return self._fast_paths
+
+    cdef inline bint uses(self, int method) except -1:
         """True if the method (a FAST_* bit) is still the core's own, so C
-        may call it directly. Worked out once per class version."""
-        cdef unsigned int version
+        may call it directly."""
         if self._own_methods:
             if not self._methods_unknown:
                 return False
             if self.recheck_own_methods():
                 return False
-        version = fc_type_version(type(self))
-        if version == 0 or version != self._fast_version:
-            self._fast_paths = fast_paths_of(type(self))
-            self._fast_version = fc_type_version(type(self))
-        return self._fast_paths & method
+        return self.class_paths() & method
+
+    cdef inline object attr(self, str name):
+        """getattr(self, name), for the core's hot paths. A class that keeps
+        object's __getattribute__ is read with the generic lookup directly:
+        the facade's __getattr__ (the socket delegation) otherwise puts the
+        interpreter's __getattr__ slot, which looks both names up again, in
+        front of every lookup. __getattr__ is still called for a name the
+        generic lookup does not find, as the interpreter does."""
+        cdef int paths = self.class_paths()
+        cdef PyObject *found
+        if not paths & FAST_GENERIC_LOOKUP:
+            return getattr(self, name)
+        found = generic_getattr_or_null(self, name)
+        if found is not NULL:
+            return steal(found)
+        if not (paths & FAST_GETATTR_HOOK and PyErr_ExceptionMatches(AttributeError)):
+            raise_pending()
+        PyErr_Clear()
+        return getattr_hook_result(self, name)
 
     def readable(self):
         return True
@@ -270,7 +292,7 @@ cdef class DispatcherBase:
         if self._tls is not None:
             return self._tls.send(data)
         try:
-            sent = self.socket.send(data)
+            sent = self.attr("socket").send(data)
         except OSError as why:
             if why.errno == EWOULDBLOCK:
                 return 0
@@ -288,7 +310,7 @@ cdef class DispatcherBase:
         if self._tls is not None:
             return self._tls.recv(buffer_size)
         try:
-            data = self.socket.recv(buffer_size)
+            data = self.attr("socket").recv(buffer_size)
         except OSError as why:
             if why.errno in _DISCONNECTED:
                 self.close_once()

@@ -147,3 +147,73 @@ def test_instance_dict_replaced_before_registration(asyncore, kit, sockmap, use_
     d.readable = lambda: True
     run_until(asyncore, sockmap, lambda: d.data == b"1", use_poll=use_poll)
     b.close()
+
+
+def _chat_pair(asynchat, sockmap, cls):
+    a, b = socket.socketpair()
+    return cls(a, sockmap), b
+
+
+def test_getattr_of_a_subclass_supplies_what_the_loop_reads(asyncore, asynchat, sockmap):
+    """The loop reads the terminator (and the other settings) as an attribute
+    lookup would: a subclass's __getattr__ supplies a missing one."""
+    class Chat(asynchat.async_chat):
+        def __init__(self, sock, map):
+            super().__init__(sock, map=map)
+            self.lines = []
+            self.parts = []
+            self.asked = 0
+
+        def __getattr__(self, name):
+            if name == "terminator":
+                self.asked += 1
+                return b";"
+            raise AttributeError(name)
+
+        def collect_incoming_data(self, data):
+            self.parts.append(data)
+
+        def found_terminator(self):
+            self.lines.append(b"".join(self.parts))
+            self.parts = []
+
+    chat, peer = _chat_pair(asynchat, sockmap, Chat)
+    try:
+        assert "terminator" not in vars(chat)
+        peer.sendall(b"one;two;")
+        run_until(asyncore, sockmap, lambda: chat.lines == [b"one", b"two"])
+        assert chat.asked >= 2
+    finally:
+        peer.close()
+
+
+def test_getattribute_of_a_subclass_sees_what_the_loop_reads(asyncore, asynchat, sockmap):
+    """A subclass's __getattribute__ sees the loop's reads of its settings
+    and handlers, and what it returns is what the loop uses."""
+    class Chat(asynchat.async_chat):
+        def __init__(self, sock, map):
+            super().__init__(sock, map=map)
+            self.set_terminator(b"\n")
+            self.lines = []
+            self.seen = set()
+
+        def __getattribute__(self, name):
+            object.__getattribute__(self, "__dict__").setdefault("seen", set()).add(name)
+            if name == "ac_in_buffer_size":
+                return 4    # reads of at most 4 bytes
+            return object.__getattribute__(self, name)
+
+        def collect_incoming_data(self, data):
+            self.lines.append(bytes(data))
+
+        def found_terminator(self):
+            self.lines.append(b"|")
+
+    chat, peer = _chat_pair(asynchat, sockmap, Chat)
+    try:
+        peer.sendall(b"abcdefghij\n")
+        run_until(asyncore, sockmap, lambda: chat.lines[-1:] == [b"|"])
+        assert {"ac_in_buffer_size", "collect_incoming_data", "found_terminator"} <= chat.seen
+        assert max(len(part) for part in chat.lines) <= 4
+    finally:
+        peer.close()
