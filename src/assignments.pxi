@@ -37,6 +37,8 @@ cdef tuple _watched_names = tuple(
     [sys.intern(name) for name in sorted(_WATCHED_METHODS)] + [sys.intern("socket")])
 cdef PyObject *_watched_name_ptrs[16]
 cdef int _watched_name_count = len(_watched_names)
+if _watched_name_count > 16:
+    raise ImportError("_watched_name_ptrs holds 16 names, not %d" % _watched_name_count)
 for _i, _name in enumerate(_watched_names):
     _watched_name_ptrs[_i] = <PyObject *>_name
 del _i, _name

@@ -113,20 +113,25 @@ cdef int fast_paths_of(object cls) except -1:
             bits |= bit
     if getattr(cls, "__getattribute__", None) is _object_getattribute:
         bits |= FAST_GENERIC_LOOKUP
-    if getattr(cls, "__getattr__", None) is not None:
+    if class_getattr_hook(cls) is not None:
         bits |= FAST_GETATTR_HOOK
     return bits
+
+
+cdef object class_getattr_hook(object cls):
+    """The __getattr__ the interpreter would find for cls (in the class
+    dicts along its MRO, not on its metaclass), or None."""
+    for klass in cls.__mro__:
+        descr = klass.__dict__.get("__getattr__")
+        if descr is not None:
+            return descr
+    return None
 
 
 cdef object getattr_hook_result(object obj, str name):
     """What the interpreter does when the generic lookup of name on obj
     raised AttributeError and obj's class has a __getattr__: call it."""
-    for klass in type(obj).__mro__:
-        descr = klass.__dict__.get("__getattr__")
-        if descr is not None:
-            break
-    else:
-        return None
+    descr = class_getattr_hook(type(obj))
     bind = getattr(type(descr), "__get__", None)
     hook = bind(descr, obj, type(obj)) if bind is not None else descr
     return hook(name)

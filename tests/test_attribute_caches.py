@@ -66,28 +66,20 @@ def _watchers(asyncore):
 
 @specialising
 @pytest.mark.parametrize("base_name", ["dispatcher", "dispatcher_with_send", "async_chat"])
-def test_instance_attribute_loads_are_specialised(asyncore, asynchat, sockmap, base_name):
-    a, b = socket.socketpair()
-    try:
-        handler = _make_handler(asyncore, asynchat, base_name)(a, sockmap)
-        ops = _attribute_ops(handler, base_name, "read_parts", "LOAD_ATTR")
-        assert ops and set(ops) <= SPECIALISED_LOADS, ops
-        handler.close()
-    finally:
-        a.close()
-        b.close()
-
-
-@specialising
-@pytest.mark.parametrize("base_name", ["dispatcher", "dispatcher_with_send", "async_chat"])
-def test_instance_attribute_stores_are_specialised(asyncore, asynchat, sockmap, base_name):
-    if asyncore.__name__ == "fastcore.asyncore" and not _watchers(asyncore):
+@pytest.mark.parametrize("function, prefix, specialised", [
+    ("read_parts", "LOAD_ATTR", SPECIALISED_LOADS),
+    ("reset_parts", "STORE_ATTR", SPECIALISED_STORES),
+], ids=["load", "store"])
+def test_instance_attribute_access_is_specialised(asyncore, asynchat, sockmap, base_name,
+                                                  function, prefix, specialised):
+    if (prefix == "STORE_ATTR" and asyncore.__name__ == "fastcore.asyncore"
+            and not _watchers(asyncore)):
         pytest.skip("the pure core hears of assignments through __setattr__")
     a, b = socket.socketpair()
     try:
         handler = _make_handler(asyncore, asynchat, base_name)(a, sockmap)
-        ops = _attribute_ops(handler, base_name, "reset_parts", "STORE_ATTR")
-        assert ops and set(ops) <= SPECIALISED_STORES, ops
+        ops = _attribute_ops(handler, base_name + " " + prefix, function, prefix)
+        assert ops and set(ops) <= specialised, ops
         handler.close()
     finally:
         a.close()
@@ -149,7 +141,7 @@ def test_instance_dict_replaced_before_registration(asyncore, kit, sockmap, use_
     b.close()
 
 
-def _chat_pair(asynchat, sockmap, cls):
+def _chat_pair(sockmap, cls):
     a, b = socket.socketpair()
     return cls(a, sockmap), b
 
@@ -177,7 +169,7 @@ def test_getattr_of_a_subclass_supplies_what_the_loop_reads(asyncore, asynchat, 
             self.lines.append(b"".join(self.parts))
             self.parts = []
 
-    chat, peer = _chat_pair(asynchat, sockmap, Chat)
+    chat, peer = _chat_pair(sockmap, Chat)
     try:
         assert "terminator" not in vars(chat)
         peer.sendall(b"one;two;")
@@ -209,7 +201,7 @@ def test_getattribute_of_a_subclass_sees_what_the_loop_reads(asyncore, asynchat,
         def found_terminator(self):
             self.lines.append(b"|")
 
-    chat, peer = _chat_pair(asynchat, sockmap, Chat)
+    chat, peer = _chat_pair(sockmap, Chat)
     try:
         peer.sendall(b"abcdefghij\n")
         run_until(asyncore, sockmap, lambda: chat.lines[-1:] == [b"|"])
