@@ -44,6 +44,11 @@ cdef class Poller:
         signal handlers ran (a KeyboardInterrupt propagates)."""
         cdef int n, err
         cdef double deadline = 0.0
+        if timeout_ms != 0:
+            # A signal that came while the core ran C code after the last
+            # handler has set no EINTR for this wait: its Python handler
+            # (the CLI's SIGTERM one, say) runs now, not after the timeout.
+            PyErr_CheckSignals()
         if timeout_ms > 0:
             deadline = fc_monotonic() + timeout_ms / 1000.0
         while True:
