@@ -51,6 +51,7 @@ from fastcore._common import (
     check_idle_timeout,
     compact_traceback,
 )
+from fastcore import _signal_wakeup as signal_wakeup
 
 
 cdef extern from "Python.h":

@@ -235,7 +235,36 @@ cdef str choose_backend(object name):
     return name
 
 
-cdef int poll_once(object timeout, object map, int style, str backend) except -1:
+cdef int wait_past_signals(Poller poller, int waker, int ms) except -1:
+    """poller.wait(ms), the waker drained. When only a signal's byte woke it,
+    the wait goes on for the rest of ms once the handler ran, as select's does
+    after EINTR (PEP 475). Handlers run before any dispatcher's."""
+    cdef int n, i
+    cdef bint signals_only
+    cdef double deadline = fc_monotonic() + ms / 1000.0 if ms > 0 else 0.0
+    while True:
+        n = poller.wait(ms)
+        for i in range(n):
+            if poller.events[i].fd == waker:
+                break
+        else:
+            return n
+        signals_only = drain_waker()
+        PyErr_CheckSignals()
+        if n > 1 or not signals_only or ms == 0:
+            return n
+        if ms > 0:
+            ms = <int>((deadline - fc_monotonic()) * 1000.0 + 0.999)
+            if ms <= 0:
+                return 0
+        if _heap or len(_soon):
+            # The handler may have scheduled something.
+            ms = shorten_by_timers(ms)
+            if ms == 0:
+                return 0
+
+
+cdef int poll_once(object timeout, object map, int style, str backend, bint may_block) except -1:
     global _iteration, _now
     cdef Registry reg
     cdef Entry entry
@@ -245,6 +274,11 @@ cdef int poll_once(object timeout, object map, int style, str backend) except -1
     cdef list ready
     cdef double wait_started, wait_ended
     cdef list tls_ready = None
+    if may_block:
+        signal_wakeup.before_blocking_wait(waker_write_fd)
+        # A signal whose byte ended the last wait, or that came since, has
+        # its handler run before the map is looked at (it may empty it).
+        PyErr_CheckSignals()
     if not map and not scheduler_pending():
         return 0
     reg = registry_for(map, backend)
@@ -259,7 +293,7 @@ cdef int poll_once(object timeout, object map, int style, str backend) except -1
     poller = reg.poller
     unregistrations = reg.unregistrations
     wait_started = fc_monotonic()
-    n = poller.wait(ms)
+    n = wait_past_signals(poller, reg.waker, ms)
     wait_ended = fc_monotonic()
     _now = wait_ended if _heap else 0.0
 
@@ -268,7 +302,6 @@ cdef int poll_once(object timeout, object map, int style, str backend) except -1
     entries = reg.entries
     for i in range(n):
         if poller.events[i].fd == reg.waker:
-            drain_waker()
             continue
         entry = entries.get(poller.events[i].fd)
         flags = poller.events[i].flags
@@ -355,12 +388,23 @@ def flush(map=None, use_poll=False):
 
 def poll(timeout=0.0, map=None, backend=None):
     """One iteration with select()-style dispatch (all reads, writes, expts)."""
-    poll_once(timeout, resolve_map(map), STYLE_SELECT, choose_backend(backend))
+    iterate_once(timeout, resolve_map(map), STYLE_SELECT, choose_backend(backend))
 
 
 def poll2(timeout=0.0, map=None, backend=None):
     """One iteration with poll()-style dispatch (each fd's events together)."""
-    poll_once(timeout, resolve_map(map), STYLE_POLL, choose_backend(backend))
+    iterate_once(timeout, resolve_map(map), STYLE_POLL, choose_backend(backend))
+
+
+cdef int iterate_once(object timeout, object map, int style, str backend) except -1:
+    cdef bint may_block = not (timeout == 0)   # None blocks; a bad value fails later, as before
+    cdef bint outermost = may_block and signal_wakeup.enter()
+    try:
+        poll_once(timeout, map, style, backend, may_block)
+    finally:
+        if outermost:
+            signal_wakeup.leave()
+    return 0
 
 
 def loop(timeout=30.0, use_poll=False, map=None, count=None, backend="auto", debug=False):
@@ -369,14 +413,20 @@ def loop(timeout=30.0, use_poll=False, map=None, count=None, backend="auto", deb
     map = resolve_map(map)
     cdef int style = STYLE_POLL if use_poll else STYLE_SELECT
     cdef str poller = choose_backend(backend)
-    # Timers and handed-over callbacks keep the loop going too.
-    if count is None:
-        while map or scheduler_pending():
-            poll_once(timeout, map, style, poller)
-    else:
-        while (map or scheduler_pending()) and count > 0:
-            poll_once(timeout, map, style, poller)
-            count = count - 1
+    cdef bint may_block = not (timeout == 0)
+    cdef bint outermost = may_block and signal_wakeup.enter()
+    try:
+        # Timers and handed-over callbacks keep the loop going too.
+        if count is None:
+            while map or scheduler_pending():
+                poll_once(timeout, map, style, poller, may_block)
+        else:
+            while (map or scheduler_pending()) and count > 0:
+                poll_once(timeout, map, style, poller, may_block)
+                count = count - 1
+    finally:
+        if outermost:
+            signal_wakeup.leave()
     if not map:
         release_map(map)
 

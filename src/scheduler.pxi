@@ -296,13 +296,27 @@ cdef int waker_fd() except -1:
     return waker[0]
 
 
+def waker_write_fd():
+    """The write end of the waker, for signal.set_wakeup_fd."""
+    waker_fd()
+    return _waker[1]
+
+
 cdef int drain_waker() except -1:
+    """Empty the waker: 1 if it held only signal numbers (the bytes
+    signal.set_wakeup_fd writes), 0 if call_soon_threadsafe's zero came too."""
+    cdef bint signals_only = True
+    cdef bytes chunk
     try:
-        while os.read(_waker[0], 4096):
-            pass
+        while True:
+            chunk = os.read(_waker[0], 4096)
+            if not chunk:
+                break
+            if memchr(<char *>chunk, 0, len(chunk)) != NULL:
+                signals_only = False
     except BlockingIOError:
         pass
-    return 0
+    return signals_only
 
 
 cdef double next_due_in() except? -2.0:

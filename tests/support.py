@@ -100,6 +100,51 @@ def wait_for(predicate, timeout=DEFAULT_TIMEOUT, what=None):
         time.sleep(0.001)
 
 
+def kernel_wait_channel(native_id):
+    """Where the kernel has thread ``native_id`` of this process sleeping
+    (/proc/self/task/N/wchan: "do_epoll_wait", "do_sys_poll", ...), or None
+    where the kernel does not say."""
+    try:
+        with open("/proc/self/task/%d/wchan" % native_id) as f:
+            channel = f.read().strip()
+    except OSError:
+        return None
+    return channel if channel not in ("", "0") else None
+
+
+def _polling(native_id):
+    channel = kernel_wait_channel(native_id) or ""
+    return "poll" in channel or "select" in channel
+
+
+def wait_until_polling(native_id, timeout=DEFAULT_TIMEOUT):
+    """Wait until thread ``native_id`` sleeps in epoll_wait/poll/select: the
+    loop on it is in its wait, not about to enter it."""
+    wait_for(lambda: _polling(native_id), timeout,
+             "thread %d waiting in the kernel's poll" % native_id)
+
+
+@functools.lru_cache(maxsize=None)
+def can_see_kernel_waits():
+    """True where wait_until_polling works: a thread blocked in select()
+    shows it in its wchan."""
+    r, w = os.pipe()
+    try:
+        sleeper = threading.Thread(target=select.select, args=([r], [], [], DEFAULT_TIMEOUT))
+        sleeper.start()
+        deadline = time.monotonic() + DEFAULT_TIMEOUT / 2
+        seen = False
+        while not seen and time.monotonic() < deadline:
+            seen = _polling(sleeper.native_id)
+            time.sleep(0.001)
+        os.write(w, b"x")
+        sleeper.join()
+        return seen
+    finally:
+        os.close(r)
+        os.close(w)
+
+
 # ---------------------------------------------------------------------------
 # sockets
 # ---------------------------------------------------------------------------

@@ -9,6 +9,7 @@ not have had its close handled in this iteration.
 from time import monotonic
 from types import SimpleNamespace
 
+from fastcore import _signal_wakeup as signal_wakeup
 from fastcore._common import (
     _DISCONNECTED,
     POLLERR,
@@ -134,12 +135,22 @@ def flush(map=None, use_poll=False):
 def poll(timeout=0.0, map=None, backend=None):
     """One iteration, select()-style dispatch: every read, every write, every
     exceptional event."""
-    _iterate(timeout, _resolve(map), check_backend(backend), True)
+    _iterate_once(timeout, _resolve(map), check_backend(backend), True)
 
 
 def poll2(timeout=0.0, map=None, backend=None):
     """One iteration, poll()-style dispatch: each fd's events together."""
-    _iterate(timeout, _resolve(map), check_backend(backend), False)
+    _iterate_once(timeout, _resolve(map), check_backend(backend), False)
+
+
+def _iterate_once(timeout, map, backend, select_style):
+    may_block = not (timeout == 0)  # None blocks; a bad value fails later, as before
+    outermost = may_block and signal_wakeup.enter()
+    try:
+        _iterate(timeout, map, backend, select_style, may_block)
+    finally:
+        if outermost:
+            signal_wakeup.leave()
 
 
 def loop(timeout=30.0, use_poll=False, map=None, count=None, backend="auto", debug=False):
@@ -148,20 +159,30 @@ def loop(timeout=30.0, use_poll=False, map=None, count=None, backend="auto", deb
     map = _resolve(map)
     backend = check_backend(backend) or default_backend()
     select_style = not use_poll
+    may_block = not (timeout == 0)
+    outermost = may_block and signal_wakeup.enter()
     # Timers and handed-over callbacks keep the loop going too.
     pending = scheduler.pending
-    if count is None:
-        while map or pending():
-            _iterate(timeout, map, backend, select_style)
-    else:
-        while (map or pending()) and count > 0:
-            _iterate(timeout, map, backend, select_style)
-            count = count - 1
+    try:
+        if count is None:
+            while map or pending():
+                _iterate(timeout, map, backend, select_style, may_block)
+        else:
+            while (map or pending()) and count > 0:
+                _iterate(timeout, map, backend, select_style, may_block)
+                count = count - 1
+    finally:
+        if outermost:
+            signal_wakeup.leave()
     if not map:
         release_map(map)
 
 
-def _iterate(timeout, map, backend, select_style):
+def _iterate(timeout, map, backend, select_style, may_block):
+    if may_block:
+        # Pending signal handlers run now (the interpreter runs them at the
+        # next instruction); a signal from here on writes the waker.
+        signal_wakeup.before_blocking_wait(scheduler.waker_write_fd)
     if not map and not scheduler.pending():
         return
     if timeout is not None:

@@ -16,6 +16,7 @@ as 3.11 asks.
 
 import os
 from errno import EBADF
+from time import monotonic
 
 from fastcore._common import (
     POLLERR,
@@ -532,15 +533,37 @@ class Registry:
             # readable()/writable() may have changed other dispatchers.
             process_dirty()
 
+    def _poll_past_signals(self, timeout):
+        """poller.poll(timeout), the waker drained. When only a signal's byte
+        woke it, the wait goes on for the rest of the timeout once the handler
+        ran (at the next instruction), as select's does after EINTR (PEP 475)."""
+        deadline = None if not timeout else monotonic() + timeout
+        while True:
+            events = self.poller.poll(timeout)
+            for fd, _ in events:
+                if fd == self.waker:
+                    break
+            else:
+                return events
+            if not scheduler.drain_waker() or len(events) > 1 or timeout == 0:
+                return events
+            if deadline is not None:
+                timeout = deadline - monotonic()
+                if timeout <= 0:
+                    return []
+            # The handler may have scheduled something.
+            timeout = scheduler.wait_timeout(timeout)
+            if timeout == 0:
+                return []
+
     def wait(self, timeout, iteration):
         """Wait for events: a list of (fd, obj, flags, mask the kernel had)."""
         ready = []
         stale = False
         entries = self.entries
         unregistrations = self.unregistrations
-        for fd, flags in self.poller.poll(timeout):
+        for fd, flags in self._poll_past_signals(timeout):
             if fd == self.waker:
-                scheduler.drain_waker()
                 continue
             entry = entries.get(fd)
             if entry is None or not entry.mask:

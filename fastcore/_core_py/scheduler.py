@@ -285,12 +285,26 @@ def waker_fd():
     return waker[0]
 
 
+def waker_write_fd():
+    """The write end of the waker, for signal.set_wakeup_fd."""
+    waker_fd()
+    return _waker[1]
+
+
 def drain_waker():
+    """Empty the waker: True if it held only signal numbers (the bytes
+    signal.set_wakeup_fd writes), False if call_soon_threadsafe's zero came too."""
+    signals_only = True
     try:
-        while os.read(_waker[0], 4096):
-            pass
+        while True:
+            chunk = os.read(_waker[0], 4096)
+            if not chunk:
+                break
+            if 0 in chunk:
+                signals_only = False
     except BlockingIOError:
         pass
+    return signals_only
 
 
 def next_timer_delay():
