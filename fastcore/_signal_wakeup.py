@@ -51,10 +51,13 @@ def enter():
 
 def before_blocking_wait(waker_write_fd):
     """Before a wait that may block. ``waker_write_fd()`` gives the write end
-    of the core's waker (made on first use)."""
+    of the core's waker (made on first use). True while the question is still
+    open (asked on another thread): the extension asks again only then."""
     global _state, _lent_fd
-    if _state != _UNPROBED or threading.get_ident() != _main_ident:
-        return
+    if _state != _UNPROBED:
+        return False
+    if threading.get_ident() != _main_ident:
+        return True
     write_fd = waker_write_fd()
     try:
         previous = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
@@ -62,13 +65,14 @@ def before_blocking_wait(waker_write_fd):
         # Not the main interpreter, or an fd this platform refuses
         # (Windows takes only sockets): the loop waits as before.
         _state = _KEPT
-        return
+        return False
     if previous in (-1, write_fd):
         _state = _LENT
         _lent_fd = write_fd
     else:
         signal.set_wakeup_fd(previous, warn_on_full_buffer=False)
         _state = _KEPT
+    return False
 
 
 def leave():
@@ -96,8 +100,8 @@ def _after_fork_in_child():
         _give_back()
     if _state != _OUTSIDE:
         # Forked inside a loop call: the child makes a waker of its own, which
-        # its next blocking wait lends. Forked by another thread: the child
-        # has no loop call running.
+        # the pure core's next blocking wait lends (the extension's, from its
+        # next loop call). Forked by another thread: no loop call runs.
         _state = _UNPROBED if forked_by_main else _OUTSIDE
     _lent_fd = -1
 

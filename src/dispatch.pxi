@@ -235,6 +235,27 @@ cdef str choose_backend(object name):
     return name
 
 
+# The outermost loop()/poll() call on the main thread has not asked
+# fastcore/_signal_wakeup.py to lend the waker yet: one flag test an
+# iteration rather than a Python call.
+cdef bint _wakeup_unprobed = False
+
+
+cdef bint enter_wakeup_scope(bint may_block) except -1:
+    global _wakeup_unprobed
+    if may_block and signal_wakeup.enter():
+        _wakeup_unprobed = True
+        return True
+    return False
+
+
+cdef int leave_wakeup_scope() except -1:
+    global _wakeup_unprobed
+    _wakeup_unprobed = False
+    signal_wakeup.leave()
+    return 0
+
+
 cdef int wait_past_signals(Poller poller, int waker, int ms) except -1:
     """poller.wait(ms), the waker drained. When only a signal's byte woke it,
     the wait goes on for the rest of ms once the handler ran, as select's does
@@ -265,7 +286,7 @@ cdef int wait_past_signals(Poller poller, int waker, int ms) except -1:
 
 
 cdef int poll_once(object timeout, object map, int style, str backend, bint may_block) except -1:
-    global _iteration, _now
+    global _iteration, _now, _wakeup_unprobed
     cdef Registry reg
     cdef Entry entry
     cdef Poller poller
@@ -275,7 +296,8 @@ cdef int poll_once(object timeout, object map, int style, str backend, bint may_
     cdef double wait_started, wait_ended
     cdef list tls_ready = None
     if may_block:
-        signal_wakeup.before_blocking_wait(waker_write_fd)
+        if _wakeup_unprobed:
+            _wakeup_unprobed = signal_wakeup.before_blocking_wait(waker_write_fd)
         # A signal whose byte ended the last wait, or that came since, has
         # its handler run before the map is looked at (it may empty it).
         PyErr_CheckSignals()
@@ -398,12 +420,12 @@ def poll2(timeout=0.0, map=None, backend=None):
 
 cdef int iterate_once(object timeout, object map, int style, str backend) except -1:
     cdef bint may_block = not (timeout == 0)   # None blocks; a bad value fails later, as before
-    cdef bint outermost = may_block and signal_wakeup.enter()
+    cdef bint outermost = enter_wakeup_scope(may_block)
     try:
         poll_once(timeout, map, style, backend, may_block)
     finally:
         if outermost:
-            signal_wakeup.leave()
+            leave_wakeup_scope()
     return 0
 
 
@@ -414,7 +436,7 @@ def loop(timeout=30.0, use_poll=False, map=None, count=None, backend="auto", deb
     cdef int style = STYLE_POLL if use_poll else STYLE_SELECT
     cdef str poller = choose_backend(backend)
     cdef bint may_block = not (timeout == 0)
-    cdef bint outermost = may_block and signal_wakeup.enter()
+    cdef bint outermost = enter_wakeup_scope(may_block)
     try:
         # Timers and handed-over callbacks keep the loop going too.
         if count is None:
@@ -426,7 +448,7 @@ def loop(timeout=30.0, use_poll=False, map=None, count=None, backend="auto", deb
                 count = count - 1
     finally:
         if outermost:
-            signal_wakeup.leave()
+            leave_wakeup_scope()
     if not map:
         release_map(map)
 
