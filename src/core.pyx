@@ -15,6 +15,7 @@ from heapq import heapify, heappop, heappush
 
 from cpython.bytearray cimport PyByteArray_AS_STRING
 from cpython.bytes cimport PyBytes_FromStringAndSize
+from cpython.dict cimport PyDict_CheckExact, PyDict_GetItem
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.exc cimport PyErr_CheckSignals, PyErr_Clear, PyErr_ExceptionMatches
 from cpython.object cimport PyObject, PyObject_GenericSetAttr

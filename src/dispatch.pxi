@@ -88,7 +88,11 @@ cdef inline bint still_owns(object map, Entry entry):
     cdef object obj = entry.obj
     if entry.removed or entry.broken:
         return False
-    if map.get(entry.fd) is not obj:
+    if PyDict_CheckExact(map):
+        # Not map.get(): a method call costs ten times the lookup.
+        if PyDict_GetItem(map, entry.key) is not <PyObject *>obj:
+            return False
+    elif map.get(entry.key) is not obj:
         return False
     if isinstance(obj, DispatcherBase):
         if (<DispatcherBase>obj)._close_handled and \

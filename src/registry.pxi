@@ -54,6 +54,7 @@ cdef class Entry:
     cdef Registry reg
     cdef object obj
     cdef int fd
+    cdef object key        # fd as an int object, made once: the map's key
     cdef int kind
     cdef int mask          # what the kernel was last told
     cdef bint removed      # no longer in the registry
@@ -62,6 +63,7 @@ cdef class Entry:
     def __cinit__(self, Registry reg, int fd, object obj, int kind):
         self.reg = reg
         self.fd = fd
+        self.key = fd
         self.obj = obj
         self.kind = kind
 
