@@ -4,7 +4,8 @@
 #   - a method the core otherwise calls without a Python call: that fast path
 #     is off for the instance;
 #   - socket: the new socket may have the old one's fd number, and so must be
-#     registered with the kernel again.
+#     registered with the kernel again;
+#   - an attribute whose value attribute_cache.pxi keeps: it is forgotten.
 # On CPython 3.12+ a dict watcher on each instance dict reports them, so the
 # facade's classes keep the interpreter's own attribute stores, which it
 # specialises. Before 3.12 (or with every watcher slot taken) the facade
@@ -28,19 +29,29 @@ cdef extern from "dict_watch.h":
 cdef enum:
     ASSIGNED_METHOD = 1   # a name in _WATCHED_METHODS
     ASSIGNED_SOCKET = 2
-    ASSIGNED_ANY = 3      # the dict was cleared or filled at once
+    CACHED_SHIFT = 8      # bits from here on: the name's attribute_cache.pxi slot
+    # The dict was cleared or filled at once: all of the above.
+    ASSIGNED_ANY = ASSIGNED_METHOD | ASSIGNED_SOCKET | (((1 << CACHED_SLOTS) - 1) << CACHED_SHIFT)
 
 
-# The watched names, interned (attribute names are): the method names first,
-# "socket" last. The tuple keeps them alive for the array.
-cdef tuple _watched_names = tuple(
-    [sys.intern(name) for name in sorted(_WATCHED_METHODS)] + [sys.intern("socket")])
-cdef PyObject *_watched_name_ptrs[16]
+cdef dict _watched_kinds = {}   # watched name -> its ASSIGNED_* bits
+for _name in _WATCHED_METHODS:
+    _watched_kinds[sys.intern(_name)] = ASSIGNED_METHOD
+_watched_kinds[sys.intern("socket")] = ASSIGNED_SOCKET
+for _i, _name in enumerate(_cached_names):
+    _watched_kinds[_name] = _watched_kinds.get(_name, 0) | (1 << (_i + CACHED_SHIFT))
+
+# The watched names, interned (attribute names are), and their kinds, for
+# the watcher's compare by address. The tuple keeps the names alive.
+cdef tuple _watched_names = tuple(sorted(_watched_kinds))
+cdef PyObject *_watched_name_ptrs[32]
+cdef int _watched_name_kinds[32]
 cdef int _watched_name_count = len(_watched_names)
-if _watched_name_count > 16:
-    raise ImportError("_watched_name_ptrs holds 16 names, not %d" % _watched_name_count)
+if _watched_name_count > 32:
+    raise ImportError("_watched_name_ptrs holds 32 names, not %d" % _watched_name_count)
 for _i, _name in enumerate(_watched_names):
     _watched_name_ptrs[_i] = <PyObject *>_name
+    _watched_name_kinds[_i] = _watched_kinds[_name]
 del _i, _name
 
 cdef int _dict_watcher = -1
@@ -50,18 +61,16 @@ cdef dict _dict_owners = {}
 
 
 cdef int name_kind(PyObject *name) noexcept:
-    """ASSIGNED_METHOD, ASSIGNED_SOCKET or 0 for a key of an instance dict."""
+    """The ASSIGNED_* bits of a key of an instance dict (0: not watched)."""
     cdef int i
     for i in range(_watched_name_count):
         if name == _watched_name_ptrs[i]:
-            return ASSIGNED_SOCKET if i == _watched_name_count - 1 else ASSIGNED_METHOD
+            return _watched_name_kinds[i]
     if not PyUnicode_Check(<object>name) or (
             PyUnicode_CheckExact(<object>name) and fc_str_interned(name)):
         return 0   # an interned name equal to a watched one is that one
     # A key put in the dict directly, or a str subclass: compare by value.
-    if <object>name == "socket":
-        return ASSIGNED_SOCKET
-    return ASSIGNED_METHOD if <object>name in _WATCHED_METHODS else 0
+    return _watched_kinds.get(<object>name, 0)
 
 
 cdef int on_instance_dict_event(fc_dict_event event, PyObject *d, PyObject *key,

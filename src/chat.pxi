@@ -127,9 +127,9 @@ cdef class ChatBase(DispatcherBase):
     cdef int chat_read(self) except -1:
         try:
             if self.uses(FAST_RECV):
-                data = self.sock_recv(self.attr("ac_in_buffer_size"))
+                data = self.sock_recv(cached_attr(self, CACHED_IN_SIZE))
             else:
-                data = self.recv(self.attr("ac_in_buffer_size"))
+                data = self.recv(cached_attr(self, CACHED_IN_SIZE))
         except BlockingIOError:
             return 0
         except OSError:
@@ -160,6 +160,19 @@ cdef class ChatBase(DispatcherBase):
             self._inpos = pos
         return 0
 
+    cdef int collect(self, Py_ssize_t n) except -1:
+        """self.collect_incoming_data(<the first n unread bytes>), the method
+        looked up before the bytes are taken, as the reference does."""
+        if kept(self, CACHED_COLLECT):
+            method = kept_value(self, CACHED_COLLECT)
+            if self._cache_unbound & (1 << CACHED_COLLECT):
+                method(self, self.take(n))
+            else:
+                method(self.take(n))
+        else:
+            fill_cache(self, CACHED_COLLECT)(self.take(n))
+        return 0
+
     cdef object take(self, Py_ssize_t n):
         """The first n unread bytes, as bytes (the buffer is not changed)."""
         cdef bytearray buf = self._inbuf
@@ -180,30 +193,31 @@ cdef class ChatBase(DispatcherBase):
         cdef bytearray buf
         cdef bytes needle
         cdef bint own_get_terminator = self.uses(FAST_GET_TERMINATOR)
-        cdef Py_ssize_t limit = line_limit(self.attr("max_line_length"))
+        cdef Py_ssize_t limit = line_limit(cached_attr(self, CACHED_MAX_LINE))
         while True:
             available = len(self._inbuf) - self._inpos
             if available <= 0:
                 return 0
             # found_terminator() may change the terminator or the buffer:
             # both are read afresh for every step.
-            terminator = self.attr("terminator") if own_get_terminator else self.get_terminator()
+            terminator = cached_attr(self, CACHED_TERMINATOR) if own_get_terminator \
+                else self.get_terminator()
             if not terminator:
                 self._line_len = 0
-                self.attr("collect_incoming_data")(self.take(available))
+                self.collect(available)
                 self.ac_in_buffer = b""
             elif isinstance(terminator, int):
                 self._line_len = 0
                 index = terminator
                 if available < index:
-                    self.attr("collect_incoming_data")(self.take(available))
+                    self.collect(available)
                     self.ac_in_buffer = b""
                     self.terminator = self.terminator - available
                 else:
-                    self.attr("collect_incoming_data")(self.take(index))
+                    self.collect(index)
                     self.consume(index)
                     self.terminator = 0
-                    self.attr("found_terminator")()
+                    call_cached(self, CACHED_FOUND)
             else:
                 if isinstance(terminator, bytes):
                     needle = terminator
@@ -219,9 +233,9 @@ cdef class ChatBase(DispatcherBase):
                         return self.close_overlong_line(limit)
                     self._line_len = 0
                     if index > 0:
-                        self.attr("collect_incoming_data")(self.take(index))
+                        self.collect(index)
                     self.consume(index + tlen)
-                    self.attr("found_terminator")()
+                    call_cached(self, CACHED_FOUND)
                 else:
                     # Everything but a held-back terminator prefix is line data.
                     index = available - prefix_at_end(start, available, needle, tlen)
@@ -230,10 +244,10 @@ cdef class ChatBase(DispatcherBase):
                     self._line_len += index
                     if index != available:
                         if index:
-                            self.attr("collect_incoming_data")(self.take(index))
+                            self.collect(index)
                             self.consume(index)
                         return 0
-                    self.attr("collect_incoming_data")(self.take(available))
+                    self.collect(available)
                     self.ac_in_buffer = b""
 
     # -- output ------------------------------------------------------------
@@ -288,7 +302,7 @@ cdef class ChatBase(DispatcherBase):
     def push(self, data):
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError("data argument must be byte-ish (%r)", type(data))
-        cdef Py_ssize_t size = self.attr("ac_out_buffer_size")
+        cdef Py_ssize_t size = cached_attr(self, CACHED_OUT_SIZE)
         cdef Py_ssize_t n = len(data)
         cdef Py_ssize_t i
         if n > size:
@@ -330,7 +344,7 @@ cdef class ChatBase(DispatcherBase):
                     else:
                         self.close_once()
                     return 0
-            obs = self.attr("ac_out_buffer_size")
+            obs = cached_attr(self, CACHED_OUT_SIZE)
             try:
                 data = first[:obs]
             except TypeError:

@@ -16,6 +16,8 @@ from heapq import heapify, heappop, heappush
 from cpython.bytearray cimport PyByteArray_AS_STRING
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from cpython.dict cimport PyDict_CheckExact, PyDict_GetItem
+from cpython.list cimport PyList_GET_ITEM
+from cpython.tuple cimport PyTuple_GET_ITEM
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.exc cimport PyErr_CheckSignals, PyErr_Clear, PyErr_ExceptionMatches
 from cpython.object cimport PyObject, PyObject_GenericSetAttr
@@ -64,6 +66,8 @@ cdef extern from "Python.h":
     PyObject *generic_getattr_or_null "PyObject_GenericGetAttr" (object o, object name)
     ctypedef struct PyTypeObject:
         Py_ssize_t tp_dictoffset
+        void *tp_descr_get
+        void *tp_descr_set
     PyTypeObject *Py_TYPE(object o)
 
 
@@ -164,6 +168,7 @@ include "stats.pxi"
 include "pollers.pxi"
 include "registry.pxi"
 include "dispatcher.pxi"
+include "attribute_cache.pxi"
 include "assignments.pxi"
 include "chat.pxi"
 include "tls.pxi"

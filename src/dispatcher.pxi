@@ -31,6 +31,10 @@ cdef class DispatcherBase:
     cdef Py_ssize_t _connections   # as a listener: connections counting against it
     cdef bint _accept_paused       # as a listener: at max_connections, not read
     cdef TLSLayer _tls     # while TLS is on (tls.pxi): recv/send and events go through it
+    cdef list _cache                  # attribute_cache.pxi: values kept, by slot
+    cdef unsigned int _cache_bits     # the slots kept
+    cdef unsigned int _cache_unbound  # kept slots holding the class's function
+    cdef unsigned int _cache_version  # the class's version tag they were kept under
 
     def __cinit__(self, *args, **kwargs):
         if Py_TYPE(self).tp_dictoffset:
@@ -112,15 +116,18 @@ cdef class DispatcherBase:
 
     # Assignments to the instance that the loop must hear of (assignments.pxi).
     cdef int note_assigned(self, int kind) noexcept:
+        self._cache_bits &= ~(<unsigned int>kind >> CACHED_SHIFT)
         if kind & ASSIGNED_METHOD:
             self._own_methods = True
             self._reclassify = True
         if kind & ASSIGNED_SOCKET:
             self._new_socket = True
-        self.mark_dirty()
+        if kind & (ASSIGNED_METHOD | ASSIGNED_SOCKET):
+            self.mark_dirty()
         return 0
 
     cdef int note_removed(self, int kind) noexcept:
+        self._cache_bits &= ~(<unsigned int>kind >> CACHED_SHIFT)
         if kind & ASSIGNED_METHOD:
             # Which of its own methods remain is worked out when next needed:
             # a dict watcher hears of a deletion before it is made.
@@ -129,7 +136,8 @@ cdef class DispatcherBase:
             self._reclassify = True
         if kind & ASSIGNED_SOCKET:
             self._new_socket = True
-        self.mark_dirty()
+        if kind & (ASSIGNED_METHOD | ASSIGNED_SOCKET):
+            self.mark_dirty()
         return 0
 
     cdef bint recheck_own_methods(self) except -1:
@@ -292,7 +300,7 @@ cdef class DispatcherBase:
         if self._tls is not None:
             return self._tls.send(data)
         try:
-            sent = self.attr("socket").send(data)
+            sent = cached_attr(self, CACHED_SOCKET).send(data)
         except OSError as why:
             if why.errno == EWOULDBLOCK:
                 return 0
@@ -310,7 +318,7 @@ cdef class DispatcherBase:
         if self._tls is not None:
             return self._tls.recv(buffer_size)
         try:
-            data = self.attr("socket").recv(buffer_size)
+            data = cached_attr(self, CACHED_SOCKET).recv(buffer_size)
         except OSError as why:
             if why.errno in _DISCONNECTED:
                 self.close_once()

@@ -209,3 +209,200 @@ def test_getattribute_of_a_subclass_sees_what_the_loop_reads(asyncore, asynchat,
         assert max(len(part) for part in chat.lines) <= 4
     finally:
         peer.close()
+
+
+# -- what the core reads for every message, changed after it was first read --
+#
+# The extension keeps these values between reads on 3.12+ (attribute_cache.pxi);
+# every way of changing one must be seen at the next read, as on the
+# reference, which looks them up every time.
+
+class RecordingSocket(socket.socket):
+    """Records the sizes the dispatcher asks recv() and send() for."""
+
+    def __init__(self, sock):
+        super().__init__(sock.family, sock.type, sock.proto, sock.detach())
+        self.recv_sizes = []
+        self.send_sizes = []
+
+    def recv(self, size, *flags):
+        self.recv_sizes.append(size)
+        return super().recv(size, *flags)
+
+    def send(self, data, *flags):
+        self.send_sizes.append(len(data))
+        return super().send(data, *flags)
+
+
+def _found_line(self):
+    self.lines.append(b"".join(self.parts))
+    self.parts = []
+
+
+def _found_marker(self):
+    self.lines.append(b"NEW")
+    self.parts = []
+
+
+def _collect(self, data):
+    self.parts.append(data)
+
+
+def _collect_elsewhere(self, data):
+    self.other.append(data)
+
+
+def _after_terminator(chat, sock, peer, run):
+    feed_lines(peer, run, chat, b"a;b;", 3)
+    assert chat.lines[1:] == [b"a", b"b"]
+
+
+def _after_found_terminator(chat, sock, peer, run):
+    feed_lines(peer, run, chat, b"x\n", 2)
+    assert chat.lines[1:] == [b"NEW"]
+
+
+def _after_collect(chat, sock, peer, run):
+    feed_lines(peer, run, chat, b"x\n", 2)
+    assert chat.other == [b"x"] and chat.lines[1:] == [b""]
+
+
+def _after_in_size(chat, sock, peer, run):
+    feed_lines(peer, run, chat, b"abcdefg\n", 2)
+    assert chat.lines[1:] == [b"abcdefg"]
+    assert set(sock.recv_sizes[1:]) == {3}
+
+
+def _after_out_size(chat, sock, peer, run):
+    pushed = len(sock.send_sizes)
+    push_and_receive(chat, peer, run, b"hello")
+    assert max(sock.send_sizes[pushed:]) == 2
+
+
+def push_and_receive(chat, peer, run, data):
+    chat.push(data)
+    received = bytearray()
+
+    def arrived():
+        try:
+            received.extend(peer.recv(100))
+        except BlockingIOError:
+            pass
+        return len(received) >= len(data)
+
+    run(arrived)
+    assert received == data
+
+
+# name -> (the value first read, the new value, how the change shows). A
+# method's values are functions of the instance, as a class holds them.
+KEPT_ATTRIBUTES = {
+    "terminator": (b"\n", b";", _after_terminator),
+    "found_terminator": (_found_line, _found_marker, _after_found_terminator),
+    "collect_incoming_data": (_collect, _collect_elsewhere, _after_collect),
+    "ac_in_buffer_size": (65536, 3, _after_in_size),
+    "ac_out_buffer_size": (65536, 2, _after_out_size),
+}
+
+# Where the first value is, and how the new one replaces it.
+CHANGES = {
+    "setattr": "class",          # chat.name = new, over the class's value
+    "instance dict": "class",    # vars(chat)[name] = new, no attribute assignment
+    "del": "instance",           # the class gets new, then del chat.name
+    "class": "class",            # Class.name = new
+    "base class": "base",        # Base.name = new, inherited by Class
+}
+
+
+def feed_lines(peer, run, chat, data, lines):
+    peer.sendall(data)
+    run(lambda: len(chat.lines) >= lines)
+
+
+def _on_instance(chat, name, value):
+    """What assigning value (as a class would hold it) to the instance means."""
+    if callable(value):
+        return value.__get__(chat)
+    return value
+
+
+@pytest.mark.parametrize("change", sorted(CHANGES))
+@pytest.mark.parametrize("name", sorted(KEPT_ATTRIBUTES))
+def test_a_value_the_loop_reads_is_seen_after_it_changes(asyncore, asynchat, sockmap, name,
+                                                         change):
+    first, new, check = KEPT_ATTRIBUTES[name]
+    where = CHANGES[change]
+
+    class Base(asynchat.async_chat):
+        pass
+
+    class Chat(Base):
+        terminator = b"\n"
+        collect_incoming_data = _collect
+        found_terminator = _found_line
+
+        def __init__(self, sock, map):
+            super().__init__(sock, map=map)
+            self.parts = []
+            self.lines = []
+            self.other = []
+
+    if where == "base":
+        delattr(Chat, name) if name in vars(Chat) else None
+        setattr(Base, name, first)
+    elif name in vars(Chat) or where == "class":
+        setattr(Chat, name, first)
+    a, peer = socket.socketpair()
+    sock = RecordingSocket(a)
+    chat = Chat(sock, sockmap)
+    if where == "instance":
+        setattr(chat, name, _on_instance(chat, name, first))
+
+    def run(predicate):
+        run_until(asyncore, sockmap, predicate)
+
+    peer.setblocking(False)
+    try:
+        feed_lines(peer, run, chat, b"one\n", 1)   # each read (and kept) once
+        push_and_receive(chat, peer, run, b"1")
+        assert chat.lines == [b"one"]
+        if change == "setattr":
+            setattr(chat, name, _on_instance(chat, name, new))
+        elif change == "instance dict":
+            vars(chat)[name] = _on_instance(chat, name, new)
+        elif change == "del":
+            setattr(Chat, name, new)
+            delattr(chat, name)
+        elif change == "class":
+            setattr(Chat, name, new)
+        else:
+            setattr(Base, name, new)
+        check(chat, sock, peer, run)
+    finally:
+        peer.close()
+
+
+def test_a_property_the_loop_reads_is_read_every_time(asyncore, asynchat, sockmap):
+    class Chat(asynchat.async_chat):
+        terminator = property(lambda self: self.current)
+
+        def __init__(self, sock, map):
+            super().__init__(sock, map=map)
+            self.current = b"\n"
+            self.parts = []
+            self.lines = []
+
+        collect_incoming_data = _collect
+        found_terminator = _found_line
+
+    a, peer = socket.socketpair()
+    chat = Chat(a, sockmap)
+
+    def run(predicate):
+        run_until(asyncore, sockmap, predicate)
+
+    feed_lines(peer, run, chat, b"one\n", 1)
+    chat.current = b";"    # not an assignment to terminator
+    feed_lines(peer, run, chat, b"a;b;", 3)
+    assert chat.lines == [b"one", b"a", b"b"]
+    peer.close()
