@@ -173,6 +173,11 @@ cdef int process_dirty() except -1:
     while _dirty:
         obj = <DispatcherBase>_dirty.pop()
         obj._dirty = False
+        if obj._new_socket and obj._cache is not None \
+                and not obj._cache_bits & (1 << CACHED_SOCKET):
+            # The socket it replaced is not kept alive (and open) by the
+            # cache: dropped here, as the dict watcher may run no code.
+            obj._cache[CACHED_SOCKET] = None
         if obj._entries:
             if obj._new_socket:
                 obj._new_socket = False

@@ -11,8 +11,10 @@ tell the loop of assignments instead.
 """
 
 import dis
+import gc
 import socket
 import sys
+import weakref
 
 import pytest
 from support import run_iterations, run_until
@@ -406,3 +408,31 @@ def test_a_property_the_loop_reads_is_read_every_time(asyncore, asynchat, sockma
     feed_lines(peer, run, chat, b"a;b;", 3)
     assert chat.lines == [b"one", b"a", b"b"]
     peer.close()
+
+
+def test_a_replaced_socket_is_not_kept_alive(asyncore, asynchat, sockmap):
+    """The socket set_socket() replaces is freed (closed, if still open) as on
+    the reference, though the loop read it for every message."""
+    class Chat(asynchat.async_chat):
+        terminator = b"\n"
+        collect_incoming_data = _collect
+        found_terminator = _found_line
+
+        def __init__(self, sock, map):
+            super().__init__(sock, map=map)
+            self.parts = []
+            self.lines = []
+
+    a, peer = socket.socketpair()
+    chat = Chat(a, sockmap)
+    feed_lines(peer, lambda p: run_until(asyncore, sockmap, p), chat, b"one\n", 1)
+    replaced = weakref.ref(a)
+    del a
+    c, peer2 = socket.socketpair()
+    chat.del_channel()
+    chat.set_socket(c)
+    run_iterations(asyncore, sockmap, 2)
+    gc.collect()
+    assert replaced() is None
+    peer.close()
+    peer2.close()
