@@ -77,6 +77,7 @@ cdef class ChatBase(DispatcherBase):
     cdef object _fifo
     cdef bint _fifo_tracked
     cdef Py_ssize_t _line_len  # bytes collected since the last bytes terminator
+    cdef bint _quiet_fifo      # push() is running: it marks the dispatcher dirty itself
 
     def __cinit__(self, *args, **kwargs):
         self._inbuf = bytearray()
@@ -275,7 +276,7 @@ cdef class ChatBase(DispatcherBase):
             fifo.append(item)
             return 0
         _deque_append(fifo, item)
-        if len(fifo) == 1:
+        if len(fifo) == 1 and not self._quiet_fifo:
             self.mark_dirty()
         return 0
 
@@ -285,7 +286,7 @@ cdef class ChatBase(DispatcherBase):
             del fifo[0]
             return 0
         _deque_popleft(fifo)
-        if not fifo:
+        if not fifo and not self._quiet_fifo:
             self.mark_dirty()
         return 0
 
@@ -305,12 +306,24 @@ cdef class ChatBase(DispatcherBase):
         cdef Py_ssize_t size = cached_attr(self, CACHED_OUT_SIZE)
         cdef Py_ssize_t n = len(data)
         cdef Py_ssize_t i
-        if n > size:
-            for i in range(0, n, size):
-                self.fifo_append(data[i:i + size])
-        else:
-            self.fifo_append(data)
-        self.initiate()
+        # A push sent at once leaves the write interest as it was: the
+        # registry is told only if the fifo's emptiness changed.
+        cdef bint quiet = self._fifo_tracked and self._tls is None and not self._quiet_fifo
+        cdef bint had_output = quiet and self.has_output()
+        if quiet:
+            self._quiet_fifo = True
+        try:
+            if n > size:
+                for i in range(0, n, size):
+                    self.fifo_append(data[i:i + size])
+            else:
+                self.fifo_append(data)
+            self.initiate()
+        finally:
+            if quiet:
+                self._quiet_fifo = False
+                if not self._fifo_tracked or self.has_output() != had_output:
+                    self.mark_dirty()
 
     def push_with_producer(self, producer):
         self.fifo_append(producer)

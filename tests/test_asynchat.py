@@ -443,6 +443,23 @@ def test_push_bigger_than_out_buffer(asyncore, asynchat, sockmap, use_poll):
 
 
 @pytest.mark.parametrize("use_poll", USE_POLL)
+def test_push_to_a_registered_chat_that_cannot_send_it_at_once(asyncore, asynchat, sockmap,
+                                                               use_poll):
+    """The loop, which already polls the socket for reading only, finishes
+    a push the socket's buffer cannot take at once; then one it can."""
+    a, b = socket.socketpair()
+    c = asynchat.async_chat(a, map=sockmap)
+    support.run_iterations(asyncore, sockmap, 2, use_poll=use_poll)
+    data = random.Random(2).getrandbits(8 * 300000).to_bytes(300000, "little")
+    c.push(data)
+    reader = PeerReader(b)
+    assert pump(asyncore, sockmap, reader, len(data), use_poll=use_poll) == data
+    c.push(b"small")
+    assert pump(asyncore, sockmap, reader, len(data) + 5, use_poll=use_poll) == data + b"small"
+    b.close()
+
+
+@pytest.mark.parametrize("use_poll", USE_POLL)
 def test_push_with_simple_producer(asyncore, asynchat, sockmap, use_poll):
     a, b = socket.socketpair()
     c = asynchat.async_chat(a, map=sockmap)
