@@ -41,17 +41,31 @@ _watched_kinds[sys.intern("socket")] = ASSIGNED_SOCKET
 for _i, _name in enumerate(_cached_names):
     _watched_kinds[_name] = _watched_kinds.get(_name, 0) | (1 << (_i + CACHED_SHIFT))
 
-# The watched names, interned (attribute names are), and their kinds, for
-# the watcher's compare by address. The tuple keeps the names alive.
+# The watched names, interned (attribute names are), and their kinds, in an
+# open-addressing table keyed by address: the watcher looks up the key of
+# every store to a dispatcher's dict. The tuple keeps the names alive.
+cdef enum:
+    NAME_TABLE_SIZE = 64   # a power of two, well above the names' count
+
 cdef tuple _watched_names = tuple(sorted(_watched_kinds))
-cdef PyObject *_watched_name_ptrs[32]
-cdef int _watched_name_kinds[32]
-cdef int _watched_name_count = len(_watched_names)
-if _watched_name_count > 32:
-    raise ImportError("_watched_name_ptrs holds 32 names, not %d" % _watched_name_count)
-for _i, _name in enumerate(_watched_names):
-    _watched_name_ptrs[_i] = <PyObject *>_name
-    _watched_name_kinds[_i] = _watched_kinds[_name]
+cdef PyObject *_name_table_keys[NAME_TABLE_SIZE]
+cdef int _name_table_kinds[NAME_TABLE_SIZE]
+if len(_watched_names) > NAME_TABLE_SIZE // 2:
+    raise ImportError("the watched-name table holds %d names, not %d"
+                      % (NAME_TABLE_SIZE // 2, len(_watched_names)))
+
+
+cdef inline size_t name_slot(PyObject *name) noexcept:
+    return (<size_t>name >> 4) & (NAME_TABLE_SIZE - 1)
+
+
+cdef size_t _slot
+for _name in _watched_names:
+    _slot = name_slot(<PyObject *>_name)
+    while _name_table_keys[_slot] is not NULL:
+        _slot = (_slot + 1) & (NAME_TABLE_SIZE - 1)
+    _name_table_keys[_slot] = <PyObject *>_name
+    _name_table_kinds[_slot] = _watched_kinds[_name]
 del _i, _name
 
 cdef int _dict_watcher = -1
@@ -62,10 +76,11 @@ cdef dict _dict_owners = {}
 
 cdef int name_kind(PyObject *name) noexcept:
     """The ASSIGNED_* bits of a key of an instance dict (0: not watched)."""
-    cdef int i
-    for i in range(_watched_name_count):
-        if name == _watched_name_ptrs[i]:
-            return _watched_name_kinds[i]
+    cdef size_t slot = name_slot(name)
+    while _name_table_keys[slot] is not NULL:
+        if _name_table_keys[slot] == name:
+            return _name_table_kinds[slot]
+        slot = (slot + 1) & (NAME_TABLE_SIZE - 1)
     if not PyUnicode_Check(<object>name) or (
             PyUnicode_CheckExact(<object>name) and fc_str_interned(name)):
         return 0   # an interned name equal to a watched one is that one

@@ -66,8 +66,10 @@ cdef object fill_cache(DispatcherBase disp, int slot):
     """Read the attribute with attr(); keep it if nothing can change it unseen."""
     cdef str name = <str><object>PyTuple_GET_ITEM(_cached_names, slot)
     value = disp.attr(name)
+    if not disp._watched_dict:
+        return value   # no dict watcher (before 3.12): nothing is kept
     cdef unsigned int version = fc_type_version(type(disp))
-    if version == 0 or not disp._watched_dict or not disp.class_paths() & FAST_GENERIC_LOOKUP:
+    if version == 0 or not disp.class_paths() & FAST_GENERIC_LOOKUP:
         return value
     own = PyObject_GenericGetDict(disp, NULL)
     if <Py_ssize_t><PyObject *>own != disp._watched_dict:
