@@ -1,29 +1,21 @@
 # The attributes the core reads for every message (socket, terminator, the
 # buffer sizes, max_line_length, collect_incoming_data, found_terminator),
-# kept per dispatcher between reads where nothing can change them unseen.
+# kept per dispatcher between reads where no change can go unseen.
 #
-# A value is kept only where a dict watcher reports every change to the
-# instance dict (CPython 3.12+, assignments.pxi) and it comes from:
-#   - the instance dict: a watched assignment or deletion forgets it;
+# A value is kept when it comes from:
+#   - the instance dict. On CPython 3.12+ the dict watcher (assignments.pxi)
+#     forgets it when its name is assigned or deleted or the dict is cleared
+#     or filled at once. Without a watcher (before 3.12) the dict's version
+#     tag (PEP 509) tells that something in the dict changed, and one lookup
+#     of the name tells whether it was this;
 #   - the class, as a plain value or a Python function (kept unbound and
-#     called with the instance): a change to the class or a base gives the
+#     called with the instance): any change to the class or a base gives the
 #     class a new version tag, which forgets every kept value.
-# Anything else (a property or other descriptor, a __getattr__ result, a
-# class with its own __getattribute__, an instance without a watched dict,
-# or a class without a version tag) is read with attr() every time, as
-# before. Each read costs a bit test and a version compare instead of the
-# interpreter's lookup; a method call also makes no bound method.
-
-cdef enum:
-    CACHED_SOCKET = 0
-    CACHED_TERMINATOR = 1
-    CACHED_IN_SIZE = 2
-    CACHED_OUT_SIZE = 3
-    CACHED_MAX_LINE = 4
-    CACHED_COLLECT = 5
-    CACHED_FOUND = 6
-    CACHED_SLOTS = 7
-    CACHED_METHODS = (1 << CACHED_COLLECT) | (1 << CACHED_FOUND)
+# A dict given to the instance as a whole forgets them all. Anything else (a
+# property or other descriptor, a __getattr__ result, a class with its own
+# __getattribute__, a class without a version tag) is read with attr() every
+# time. A kept read costs a few compares instead of the interpreter's lookup,
+# and a method call makes no bound method.
 
 # Interned: attribute names are, and the watcher compares them by address.
 cdef tuple _cached_names = tuple(sys.intern(name) for name in (
@@ -33,13 +25,38 @@ cdef tuple _cached_names = tuple(sys.intern(name) for name in (
 
 cdef extern from "Python.h":
     PyObject *_PyType_Lookup(PyTypeObject *type, object name)   # borrowed, no error set
+    PyObject **_PyObject_GetDictPtr(object o)   # where the instance dict is, or NULL
     bint PyFunction_Check(PyObject *o)
 
 
 cdef inline bint kept(DispatcherBase disp, int slot) noexcept:
     """The slot's value is kept and still good."""
-    return disp._cache_bits & (1 << slot) and \
-        disp._cache_version == fc_type_version(type(disp))
+    if not disp._cache_bits & (1 << slot) or \
+            disp._cache_version != fc_type_version(type(disp)):
+        return False
+    cdef PyObject **where = _PyObject_GetDictPtr(disp)
+    if where is NULL or <Py_ssize_t>where[0] != disp._cache_dict:
+        return False
+    if disp._watched_dict:
+        return True
+    return disp._cache_dict_versions[slot] == fc_dict_version(<object>where[0]) or \
+        still_kept(disp, slot, where[0])
+
+
+cdef bint still_kept(DispatcherBase disp, int slot, PyObject *own) noexcept:
+    """Without a watcher: the instance dict changed since the slot's value was
+    kept. It still holds if the dict has the same object under the name, or
+    none for a value of the class."""
+    cdef PyObject *found = PyDict_GetItem(<object>own,
+                                          <object>PyTuple_GET_ITEM(_cached_names, slot))
+    cdef PyObject *expected = NULL   # a value of the class: the name is not in the dict
+    if disp._cache_in_dict & (1 << slot):
+        expected = PyList_GET_ITEM(disp._cache, slot)
+    if found == expected:
+        disp._cache_dict_versions[slot] = fc_dict_version(<object>own)
+        return True
+    disp._cache_bits &= ~(1 << slot)
+    return False
 
 
 cdef inline object kept_value(DispatcherBase disp, int slot):
@@ -66,13 +83,14 @@ cdef object fill_cache(DispatcherBase disp, int slot):
     """Read the attribute with attr(); keep it if nothing can change it unseen."""
     cdef str name = <str><object>PyTuple_GET_ITEM(_cached_names, slot)
     value = disp.attr(name)
-    if not disp._watched_dict:
-        return value   # no dict watcher (before 3.12): nothing is kept
     cdef unsigned int version = fc_type_version(type(disp))
     if version == 0 or not disp.class_paths() & FAST_GENERIC_LOOKUP:
         return value
-    own = PyObject_GenericGetDict(disp, NULL)
-    if <Py_ssize_t><PyObject *>own != disp._watched_dict:
+    cdef PyObject **where = _PyObject_GetDictPtr(disp)
+    if where is NULL or where[0] is NULL:
+        return value
+    own = <object>where[0]
+    if disp._watched_dict and <Py_ssize_t><PyObject *>own != disp._watched_dict:
         return value   # a __dict__ replaced since registration: not watched yet
     cdef PyObject *descr = _PyType_Lookup(Py_TYPE(disp), name)
     cdef PyObject *found
@@ -93,15 +111,17 @@ cdef object fill_cache(DispatcherBase disp, int slot):
         return value
     if not unbound and kept is not value:
         return value   # not what the lookup gave: leave it to attr()
-    if disp._cache_version != version:
+    if disp._cache_version != version or disp._cache_dict != <Py_ssize_t><PyObject *>own:
         disp._cache_bits = 0
         disp._cache_version = version
+        disp._cache_dict = <Py_ssize_t><PyObject *>own
     if disp._cache is None:
         disp._cache = [None] * CACHED_SLOTS
     disp._cache[slot] = kept
     disp._cache_bits |= 1 << slot
-    if unbound:
-        disp._cache_unbound |= 1 << slot
-    else:
-        disp._cache_unbound &= ~(1 << slot)
+    cdef unsigned int bit = 1 << slot
+    disp._cache_unbound = disp._cache_unbound | bit if unbound else disp._cache_unbound & ~bit
+    disp._cache_in_dict = disp._cache_in_dict | bit if found is not NULL \
+        else disp._cache_in_dict & ~bit
+    disp._cache_dict_versions[slot] = fc_dict_version(own)
     return value

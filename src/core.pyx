@@ -105,6 +105,19 @@ cdef enum:
     FAST_GETATTR_HOOK = 512     # the class has a __getattr__
 
 
+# The slots of the values attribute_cache.pxi keeps per dispatcher.
+cdef enum:
+    CACHED_SOCKET = 0
+    CACHED_TERMINATOR = 1
+    CACHED_IN_SIZE = 2
+    CACHED_OUT_SIZE = 3
+    CACHED_MAX_LINE = 4
+    CACHED_COLLECT = 5
+    CACHED_FOUND = 6
+    CACHED_SLOTS = 7
+    CACHED_METHODS = (1 << CACHED_COLLECT) | (1 << CACHED_FOUND)
+
+
 cdef tuple _fast_path_table   # (FAST_* bit, method name, the core's function)
 
 

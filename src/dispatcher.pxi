@@ -35,6 +35,9 @@ cdef class DispatcherBase:
     cdef unsigned int _cache_bits     # the slots kept
     cdef unsigned int _cache_unbound  # kept slots holding the class's function
     cdef unsigned int _cache_version  # the class's version tag they were kept under
+    cdef Py_ssize_t _cache_dict       # address of the instance dict they were kept with
+    cdef unsigned int _cache_in_dict  # kept slots whose value is the instance dict's
+    cdef uint64_t _cache_dict_versions[CACHED_SLOTS]  # without a watcher: the dict's version
 
     def __cinit__(self, *args, **kwargs):
         if Py_TYPE(self).tp_dictoffset:

@@ -310,6 +310,7 @@ KEPT_ATTRIBUTES = {
 CHANGES = {
     "setattr": "class",          # chat.name = new, over the class's value
     "instance dict": "class",    # vars(chat)[name] = new, no attribute assignment
+    "dict replaced": "class",    # chat.__dict__ = a copy holding new
     "del": "instance",           # the class gets new, then del chat.name
     "class": "class",            # Class.name = new
     "base class": "base",        # Base.name = new, inherited by Class
@@ -372,6 +373,8 @@ def test_a_value_the_loop_reads_is_seen_after_it_changes(asyncore, asynchat, soc
             setattr(chat, name, _on_instance(chat, name, new))
         elif change == "instance dict":
             vars(chat)[name] = _on_instance(chat, name, new)
+        elif change == "dict replaced":
+            chat.__dict__ = dict(vars(chat), **{name: _on_instance(chat, name, new)})
         elif change == "del":
             setattr(Chat, name, new)
             delattr(chat, name)
