@@ -178,8 +178,9 @@ def run_load(name, description, params, full, repeats, log):
     timeout = 600 if full else 120
     record = {"load": name, "description": description, "params": params,
               "pinned": cpus[0] is not None, "rows": []}
+    servers = []   # (row, args) of the servers that can run
     for server, label, args in SERVERS:
-        row = {"server": server, "label": label}
+        row = {"server": server, "label": label, "runs": []}
         record["rows"].append(row)
         why = server_available(server)
         if why is None and fd_need(params) > fd_limit:
@@ -187,20 +188,22 @@ def run_load(name, description, params, full, repeats, log):
         if why:
             row["skipped"] = why
             log("  %-40s %s" % (label, why))
-            continue
-        impl = args[0]
-        runs = []
-        for _ in range(repeats):
+        else:
+            servers.append((row, args))
+    # Repeats go round the servers (a, b, c, a, b, c, ...): a drift in the
+    # machine's load then touches every server alike.
+    for _ in range(repeats):
+        for row, args in servers:
+            if "error" in row:
+                continue
             t = time.time()
             try:
-                runs.append(run_one(args, impl, params, window, cpus, timeout))
+                row["runs"].append(run_one(args, args[0], params, window, cpus, timeout))
             except Exception as exc:  # a failed run is reported in its row, the rest go on
                 row["error"] = str(exc)
-                break
-            log("  %-40s %.1f s" % (label, time.time() - t))
-        if "error" in row:
-            log("  %-40s FAILED: %s" % (label, row["error"]))
-        row["runs"] = runs
+                log("  %-40s FAILED: %s" % (row["label"], row["error"]))
+                continue
+            log("  %-40s %.1f s" % (row["label"], time.time() - t))
     return record
 
 
