@@ -38,6 +38,7 @@ from posix.fcntl cimport F_GETFD, fcntl
 
 from errno import EWOULDBLOCK
 from socket import SO_ERROR, SOL_SOCKET
+from socket import socket as _socket_class
 
 from fastcore._common import (
     _DISCONNECTED,

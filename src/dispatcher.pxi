@@ -6,6 +6,30 @@
 # to call readable()/writable() of these classes.
 
 
+# socket.socket's own recv and send, called with the socket: no method lookup
+# per call. Used while the class keeps the version tag they were read under
+# and they are still the C methods (not patched on the class).
+cdef object _plain_socket = _socket_class   # a C global: no module dict lookup
+cdef object _socket_c_recv = _socket_class.recv
+cdef object _socket_c_send = _socket_class.send
+cdef unsigned int _socket_methods_version = 0
+
+
+cdef bint plain_socket_methods(object sock) except -1:
+    """sock is a socket.socket whose class still has the C recv and send."""
+    global _socket_methods_version
+    if type(sock) is not _plain_socket:
+        return False
+    cdef unsigned int version = fc_type_version(_plain_socket)
+    if version != 0 and version == _socket_methods_version:
+        return True
+    # Read through the class (which gives it a version tag if it has none).
+    if _plain_socket.recv is not _socket_c_recv or _plain_socket.send is not _socket_c_send:
+        return False
+    _socket_methods_version = fc_type_version(_plain_socket)
+    return _socket_methods_version != 0
+
+
 cdef class DispatcherBase:
     # No __dict__ here: the facade's Python subclasses get the interpreter's
     # own (managed) instance dict, which its attribute caches work with.
@@ -303,7 +327,8 @@ cdef class DispatcherBase:
         if self._tls is not None:
             return self._tls.send(data)
         try:
-            sent = cached_attr(self, CACHED_SOCKET).send(data)
+            sock = cached_attr(self, CACHED_SOCKET)
+            sent = _socket_c_send(sock, data) if plain_socket_methods(sock) else sock.send(data)
         except OSError as why:
             if why.errno == EWOULDBLOCK:
                 return 0
@@ -321,7 +346,9 @@ cdef class DispatcherBase:
         if self._tls is not None:
             return self._tls.recv(buffer_size)
         try:
-            data = cached_attr(self, CACHED_SOCKET).recv(buffer_size)
+            sock = cached_attr(self, CACHED_SOCKET)
+            data = _socket_c_recv(sock, buffer_size) if plain_socket_methods(sock) \
+                else sock.recv(buffer_size)
         except OSError as why:
             if why.errno in _DISCONNECTED:
                 self.close_once()

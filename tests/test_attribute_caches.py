@@ -439,3 +439,51 @@ def test_a_replaced_socket_is_not_kept_alive(asyncore, asynchat, sockmap):
     assert replaced() is None
     peer.close()
     peer2.close()
+
+
+def test_recv_and_send_patched_on_the_socket_class_are_called(asyncore, asynchat, sockmap,
+                                                              monkeypatch):
+    """The core calls socket.socket's C recv/send straight only while the
+    class still has them: a patch on the class (as a test double or a
+    tracing library makes) is called, as on the reference."""
+    class Chat(asynchat.async_chat):
+        terminator = b"\n"
+        collect_incoming_data = _collect
+        found_terminator = _found_line
+
+        def __init__(self, sock, map):
+            super().__init__(sock, map=map)
+            self.parts = []
+            self.lines = []
+
+    a, peer = socket.socketpair()
+    peer.setblocking(False)
+    chat = Chat(a, sockmap)
+
+    def run(predicate):
+        run_until(asyncore, sockmap, predicate)
+
+    feed_lines(peer, run, chat, b"one\n", 1)
+    push_and_receive(chat, peer, run, b"1")
+    calls = []
+    original_recv, original_send = socket.socket.recv, socket.socket.send
+
+    def recv(self, *args):
+        calls.append("recv")
+        return original_recv(self, *args)
+
+    def send(self, *args):
+        calls.append("send")
+        return original_send(self, *args)
+
+    monkeypatch.setattr(socket.socket, "recv", recv)
+    monkeypatch.setattr(socket.socket, "send", send)
+    feed_lines(peer, run, chat, b"two\n", 2)
+    push_and_receive(chat, peer, run, b"2")
+    assert "recv" in calls and "send" in calls
+    monkeypatch.undo()
+    del calls[:]
+    feed_lines(peer, run, chat, b"three\n", 3)
+    push_and_receive(chat, peer, run, b"3")
+    assert calls == [] and chat.lines == [b"one", b"two", b"three"]
+    peer.close()
