@@ -118,8 +118,8 @@ cdef object fill_cache(DispatcherBase disp, int slot):
     if disp._cache is None:
         disp._cache = [None] * CACHED_SLOTS
     disp._cache[slot] = kept
-    disp._cache_bits |= 1 << slot
     cdef unsigned int bit = 1 << slot
+    disp._cache_bits |= bit
     disp._cache_unbound = disp._cache_unbound | bit if unbound else disp._cache_unbound & ~bit
     disp._cache_in_dict = disp._cache_in_dict | bit if found is not NULL \
         else disp._cache_in_dict & ~bit

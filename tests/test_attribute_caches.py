@@ -317,6 +317,31 @@ CHANGES = {
 }
 
 
+def line_chat_class(base, **attributes):
+    """An async_chat class over ``base`` whose instances collect lines into
+    ``self.lines`` (terminator b"\\n", _collect, _found_line, each replaced
+    by ``attributes``)."""
+    class Chat(base):
+        terminator = b"\n"
+        collect_incoming_data = _collect
+        found_terminator = _found_line
+
+        def __init__(self, sock, map):
+            super().__init__(sock, map=map)
+            self.parts = []
+            self.lines = []
+            self.other = []
+
+    for name, value in attributes.items():
+        setattr(Chat, name, value)
+    return Chat
+
+
+def runner(asyncore, sockmap):
+    """run(predicate): the loop on sockmap until predicate() holds."""
+    return lambda predicate: run_until(asyncore, sockmap, predicate)
+
+
 def feed_lines(peer, run, chat, data, lines):
     peer.sendall(data)
     run(lambda: len(chat.lines) >= lines)
@@ -339,17 +364,7 @@ def test_a_value_the_loop_reads_is_seen_after_it_changes(asyncore, asynchat, soc
     class Base(asynchat.async_chat):
         pass
 
-    class Chat(Base):
-        terminator = b"\n"
-        collect_incoming_data = _collect
-        found_terminator = _found_line
-
-        def __init__(self, sock, map):
-            super().__init__(sock, map=map)
-            self.parts = []
-            self.lines = []
-            self.other = []
-
+    Chat = line_chat_class(Base)
     if where == "base":
         delattr(Chat, name) if name in vars(Chat) else None
         setattr(Base, name, first)
@@ -361,8 +376,7 @@ def test_a_value_the_loop_reads_is_seen_after_it_changes(asyncore, asynchat, soc
     if where == "instance":
         setattr(chat, name, _on_instance(chat, name, first))
 
-    def run(predicate):
-        run_until(asyncore, sockmap, predicate)
+    run = runner(asyncore, sockmap)
 
     peer.setblocking(False)
     try:
@@ -388,23 +402,13 @@ def test_a_value_the_loop_reads_is_seen_after_it_changes(asyncore, asynchat, soc
 
 
 def test_a_property_the_loop_reads_is_read_every_time(asyncore, asynchat, sockmap):
-    class Chat(asynchat.async_chat):
-        terminator = property(lambda self: self.current)
-
-        def __init__(self, sock, map):
-            super().__init__(sock, map=map)
-            self.current = b"\n"
-            self.parts = []
-            self.lines = []
-
-        collect_incoming_data = _collect
-        found_terminator = _found_line
-
+    Chat = line_chat_class(asynchat.async_chat,
+                           terminator=property(lambda self: self.current))
     a, peer = socket.socketpair()
     chat = Chat(a, sockmap)
+    chat.current = b"\n"
 
-    def run(predicate):
-        run_until(asyncore, sockmap, predicate)
+    run = runner(asyncore, sockmap)
 
     feed_lines(peer, run, chat, b"one\n", 1)
     chat.current = b";"    # not an assignment to terminator
@@ -416,19 +420,10 @@ def test_a_property_the_loop_reads_is_read_every_time(asyncore, asynchat, sockma
 def test_a_replaced_socket_is_not_kept_alive(asyncore, asynchat, sockmap):
     """The socket set_socket() replaces is freed (closed, if still open) as on
     the reference, though the loop read it for every message."""
-    class Chat(asynchat.async_chat):
-        terminator = b"\n"
-        collect_incoming_data = _collect
-        found_terminator = _found_line
-
-        def __init__(self, sock, map):
-            super().__init__(sock, map=map)
-            self.parts = []
-            self.lines = []
-
+    Chat = line_chat_class(asynchat.async_chat)
     a, peer = socket.socketpair()
     chat = Chat(a, sockmap)
-    feed_lines(peer, lambda p: run_until(asyncore, sockmap, p), chat, b"one\n", 1)
+    feed_lines(peer, runner(asyncore, sockmap), chat, b"one\n", 1)
     replaced = weakref.ref(a)
     del a
     c, peer2 = socket.socketpair()
@@ -446,22 +441,12 @@ def test_recv_and_send_patched_on_the_socket_class_are_called(asyncore, asynchat
     """The core calls socket.socket's C recv/send straight only while the
     class still has them: a patch on the class (as a test double or a
     tracing library makes) is called, as on the reference."""
-    class Chat(asynchat.async_chat):
-        terminator = b"\n"
-        collect_incoming_data = _collect
-        found_terminator = _found_line
-
-        def __init__(self, sock, map):
-            super().__init__(sock, map=map)
-            self.parts = []
-            self.lines = []
-
+    Chat = line_chat_class(asynchat.async_chat)
     a, peer = socket.socketpair()
     peer.setblocking(False)
     chat = Chat(a, sockmap)
 
-    def run(predicate):
-        run_until(asyncore, sockmap, predicate)
+    run = runner(asyncore, sockmap)
 
     feed_lines(peer, run, chat, b"one\n", 1)
     push_and_receive(chat, peer, run, b"1")
