@@ -14,13 +14,15 @@ import threading
 from heapq import heapify, heappop, heappush
 
 from cpython.bytearray cimport PyByteArray_AS_STRING
-from cpython.bytes cimport PyBytes_FromStringAndSize
+from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.dict cimport PyDict_CheckExact, PyDict_GetItem
 from cpython.list cimport PyList_GET_ITEM
 from cpython.tuple cimport PyTuple_GET_ITEM
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.exc cimport PyErr_CheckSignals, PyErr_Clear, PyErr_ExceptionMatches
 from cpython.object cimport PyObject, PyObject_GenericSetAttr
+from cpython.pyport cimport PY_SSIZE_T_MAX
 from cpython.ref cimport Py_DECREF
 from cpython.unicode cimport PyUnicode_Check, PyUnicode_CheckExact
 from libc.errno cimport EBADF, EEXIST, EINTR, EINVAL, ENOENT, ENOTCONN, EPERM
@@ -32,12 +34,13 @@ from system cimport (
     FC_OUT, FC_PRI, FC_EPOLL_ADD, FC_EPOLL_DEL, FC_EPOLL_MOD, close, errno,
     fc_dict_version, fc_type_version, fc_epoll_create, fc_epoll_ctl, fc_epoll_wait, fc_event,
     fc_fd_setsize, fc_kqueue_create, fc_kqueue_set, fc_kqueue_wait, fc_monotonic,
-    fc_poll_wait, fc_select_wait, pollfd,
+    fc_poll_wait, fc_select_wait, fc_socket_fd, fc_socket_family, fc_socket_recv,
+    fc_socket_send, fc_socket_timeout, pollfd,
 )
 from posix.fcntl cimport F_GETFD, fcntl
 
 from errno import EWOULDBLOCK
-from socket import SO_ERROR, SOL_SOCKET
+from socket import AF_INET, SO_ERROR, SOCK_STREAM, SOL_SOCKET
 from socket import socket as _socket_class
 
 from fastcore._common import (

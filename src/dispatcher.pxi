@@ -30,6 +30,65 @@ cdef bint plain_socket_methods(object sock) except -1:
     return _socket_methods_version != 0
 
 
+cdef bint socket_layout_matches():
+    """Whether a socket.socket object starts as socket_io.h's fc_socket_head says."""
+    try:
+        sock = _socket_class(AF_INET, SOCK_STREAM)
+    except OSError:
+        return False
+    try:
+        if fc_socket_fd(sock) != sock.fileno() or fc_socket_family(sock) != AF_INET:
+            return False
+        sock.setblocking(False)
+        if fc_socket_timeout(sock) != 0:
+            return False
+        sock.settimeout(2.5)
+        if fc_socket_timeout(sock) != 2500000000:
+            return False
+        sock.settimeout(None)
+        if fc_socket_timeout(sock) >= 0:
+            return False
+    finally:
+        sock.close()
+    return fc_socket_fd(sock) == -1
+
+
+# recv(2)/send(2) straight on the descriptor (socket_io.h), for a socket.socket
+# that plain_socket_methods() accepts and whose timeout is 0: such a call cannot
+# wait, so it needs neither the method's argument parsing nor a GIL release.
+cdef bint _socket_layout_known = socket_layout_matches()
+
+
+def _socket_io_direct():
+    """For the tests: whether recv/send of a non-blocking socket.socket go
+    straight to the descriptor (the layout check at import passed)."""
+    return _socket_layout_known
+
+
+cdef inline bint direct_socket_io(object sock) noexcept:
+    return _socket_layout_known and fc_socket_timeout(sock) == 0
+
+
+cdef inline Py_ssize_t plain_recv_size(object buffer_size) except -1:
+    """buffer_size as a C size when it is an int from 1 to PY_SSIZE_T_MAX, else 0."""
+    if type(buffer_size) is int and 0 < buffer_size <= PY_SSIZE_T_MAX:
+        return buffer_size
+    return 0
+
+
+cdef object send_buffer(object sock, object data):
+    """send() of a memoryview; one the method would refuse is left to it to refuse."""
+    cdef Py_buffer view
+    try:
+        PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+    except (BufferError, ValueError):
+        return _socket_c_send(sock, data)
+    try:
+        return fc_socket_send(sock, <const char *>view.buf, view.len)
+    finally:
+        PyBuffer_Release(&view)
+
+
 cdef class DispatcherBase:
     # No __dict__ here: the facade's Python subclasses get the interpreter's
     # own (managed) instance dict, which its attribute caches work with.
@@ -55,6 +114,7 @@ cdef class DispatcherBase:
     cdef Py_ssize_t _connections   # as a listener: connections counting against it
     cdef bint _accept_paused       # as a listener: at max_connections, not read
     cdef TLSLayer _tls     # while TLS is on (tls.pxi): recv/send and events go through it
+    cdef int _large_reads  # socket_io.h: the last direct recv was large
     cdef list _cache                  # attribute_cache.pxi: values kept, by slot
     cdef unsigned int _cache_bits     # the slots kept
     cdef unsigned int _cache_unbound  # kept slots holding the class's function
@@ -328,7 +388,14 @@ cdef class DispatcherBase:
             return self._tls.send(data)
         try:
             sock = cached_attr(self, CACHED_SOCKET)
-            sent = _socket_c_send(sock, data) if plain_socket_methods(sock) else sock.send(data)
+            if not plain_socket_methods(sock):
+                sent = sock.send(data)
+            elif type(data) is bytes and direct_socket_io(sock):
+                sent = fc_socket_send(sock, PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data))
+            elif type(data) is memoryview and direct_socket_io(sock):
+                sent = send_buffer(sock, data)
+            else:
+                sent = _socket_c_send(sock, data)
         except OSError as why:
             if why.errno == EWOULDBLOCK:
                 return 0
@@ -343,12 +410,19 @@ cdef class DispatcherBase:
         return self.sock_recv(buffer_size)
 
     cdef object sock_recv(self, buffer_size):
+        cdef Py_ssize_t size
         if self._tls is not None:
             return self._tls.recv(buffer_size)
         try:
             sock = cached_attr(self, CACHED_SOCKET)
-            data = _socket_c_recv(sock, buffer_size) if plain_socket_methods(sock) \
-                else sock.recv(buffer_size)
+            if not plain_socket_methods(sock):
+                data = sock.recv(buffer_size)
+            else:
+                size = plain_recv_size(buffer_size)
+                if size and direct_socket_io(sock):
+                    data = fc_socket_recv(sock, size, &self._large_reads)
+                else:
+                    data = _socket_c_recv(sock, buffer_size)
         except OSError as why:
             if why.errno in _DISCONNECTED:
                 self.close_once()

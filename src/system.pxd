@@ -39,3 +39,11 @@ cdef extern from "compat.h" nogil:
 cdef extern from "compat.h":
     uint64_t fc_dict_version(object d)
     unsigned int fc_type_version(object cls)
+
+
+cdef extern from "socket_io.h":
+    int fc_socket_fd(object sock)
+    int fc_socket_family(object sock)
+    long long fc_socket_timeout(object sock)
+    object fc_socket_recv(object sock, Py_ssize_t size, int *large)
+    object fc_socket_send(object sock, const char *buf, Py_ssize_t length)

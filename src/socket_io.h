@@ -1,0 +1,107 @@
+/* recv(2) and send(2) straight on a socket.socket's descriptor.
+ *
+ * socket.socket's own recv()/send() parse their arguments, release the GIL
+ * around the call and, for recv, allocate the whole buffer size and shrink it
+ * afterwards: about 2,500 instructions per message for a 64 byte line, more than
+ * the loop's own work. For a non-blocking socket (timeout 0, as every asyncore
+ * socket is) the call cannot wait, so the core makes it itself, with the GIL
+ * held, and raises what the method raises (OSError from errno, with its
+ * subclasses).
+ *
+ * The descriptor and timeout are read from the socket object's first fields,
+ * whose layout (Modules/socketmodule.h: PySocketSockObject) is the same from
+ * 3.8 to 3.13. The core checks it against a real socket at import
+ * (socket_layout_matches in dispatcher.pxi) and uses none of this if it differs.
+ */
+#ifndef FASTCORE_SOCKET_IO_H
+#define FASTCORE_SOCKET_IO_H
+
+#include <Python.h>
+#include <errno.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+
+typedef struct {
+    PyObject_HEAD
+    int sock_fd;            /* -1 once closed */
+    int sock_family;
+    int sock_type;
+    int sock_proto;
+    PyObject *(*errorhandler)(void);
+    int64_t sock_timeout;   /* nanoseconds; 0 non-blocking, negative blocking */
+} fc_socket_head;
+
+static int fc_socket_fd(PyObject *sock) { return ((fc_socket_head *)sock)->sock_fd; }
+static int fc_socket_family(PyObject *sock) { return ((fc_socket_head *)sock)->sock_family; }
+static int64_t fc_socket_timeout(PyObject *sock) { return ((fc_socket_head *)sock)->sock_timeout; }
+
+/* Small reads land here and are copied into a bytes object of their own size;
+ * the GIL, held throughout, keeps the buffer to one caller at a time. */
+#define FC_RECV_BUFFER_SIZE 65536
+static char fc_recv_buffer[FC_RECV_BUFFER_SIZE];
+
+/* A read above this size goes straight into a bytes object of the full buffer
+ * size, shrunk afterwards: one copy of a large read costs more than the
+ * allocation it saves. */
+#define FC_RECV_COPY_LIMIT 4096
+
+/* recv(fd, size) for a non-blocking socket; *large is the caller's memory of
+ * whether its last read was large, used to pick where the next one lands. */
+static PyObject *fc_socket_recv(PyObject *sock, Py_ssize_t size, int *large)
+{
+    ssize_t got;
+    PyObject *data;
+
+    if (!*large && size <= FC_RECV_BUFFER_SIZE) {
+        for (;;) {
+            got = recv(fc_socket_fd(sock), fc_recv_buffer, (size_t)size, 0);
+            if (got >= 0)
+                break;
+            if (errno != EINTR)
+                return PyErr_SetFromErrno(PyExc_OSError);
+            if (PyErr_CheckSignals() < 0)
+                return NULL;
+        }
+        *large = got > FC_RECV_COPY_LIMIT;
+        return PyBytes_FromStringAndSize(fc_recv_buffer, got);
+    }
+    data = PyBytes_FromStringAndSize(NULL, size);
+    if (data == NULL)
+        return NULL;
+    for (;;) {
+        got = recv(fc_socket_fd(sock), PyBytes_AS_STRING(data), (size_t)size, 0);
+        if (got >= 0)
+            break;
+        if (errno != EINTR) {
+            Py_DECREF(data);
+            return PyErr_SetFromErrno(PyExc_OSError);
+        }
+        if (PyErr_CheckSignals() < 0) {
+            Py_DECREF(data);
+            return NULL;
+        }
+    }
+    *large = got > FC_RECV_COPY_LIMIT;
+    if (got != size && _PyBytes_Resize(&data, got) < 0)
+        return NULL;
+    return data;
+}
+
+/* send(fd, buf, len) for a non-blocking socket: the count sent, as an int. */
+static PyObject *fc_socket_send(PyObject *sock, const char *buf, Py_ssize_t len)
+{
+    ssize_t sent;
+    for (;;) {
+        sent = send(fc_socket_fd(sock), buf, (size_t)len, 0);
+        if (sent >= 0)
+            return PyLong_FromSsize_t(sent);
+        if (errno != EINTR)
+            return PyErr_SetFromErrno(PyExc_OSError);
+        if (PyErr_CheckSignals() < 0)
+            return NULL;
+    }
+}
+
+#endif
