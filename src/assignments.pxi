@@ -142,7 +142,7 @@ cdef class HookedDispatcherBase(DispatcherBase):
     facade's base where there are no dict watchers (before CPython 3.12)."""
 
     def __setattr__(self, name, value):
-        PyObject_GenericSetAttr(self, name, value)
+        store_keeping_versions(self, name, value)
         cdef int kind = name_kind(<PyObject *>name)
         if kind:
             self.note_assigned(kind)

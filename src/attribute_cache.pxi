@@ -59,6 +59,38 @@ cdef bint still_kept(DispatcherBase disp, int slot, PyObject *own) noexcept:
     return False
 
 
+cdef int store_keeping_versions(DispatcherBase disp, object name, object value) except -1:
+    """PyObject_GenericSetAttr(disp, name, value) for HookedDispatcherBase.
+
+    When the store is one plain instance dict store (no data descriptor on the
+    class, the old value held until after it so that no finaliser runs in
+    between), nothing else changed the dict: the kept slots that were good
+    before it stay good, with its new version. Without this, a handler that
+    assigns some other attribute per message (self.parts = []) would send
+    every kept read of that message through still_kept()'s lookup."""
+    cdef PyObject **where
+    cdef PyObject *descr
+    cdef uint64_t before, after
+    cdef int slot
+    if not disp._cache_bits or not PyUnicode_CheckExact(name):
+        return PyObject_GenericSetAttr(disp, name, value)
+    descr = _PyType_Lookup(Py_TYPE(disp), name)
+    where = _PyObject_GetDictPtr(disp)
+    if (descr is not NULL and Py_TYPE(<object>descr).tp_descr_set is not NULL) or \
+            where is NULL or where[0] is NULL:
+        return PyObject_GenericSetAttr(disp, name, value)
+    own = <object>where[0]
+    cdef PyObject *old = PyDict_GetItem(own, name)
+    replaced = <object>old if old is not NULL else None   # released after the versions
+    before = fc_dict_version(own)
+    PyObject_GenericSetAttr(disp, name, value)
+    after = fc_dict_version(own)
+    for slot in range(CACHED_SLOTS):
+        if disp._cache_dict_versions[slot] == before:
+            disp._cache_dict_versions[slot] = after
+    return 0
+
+
 cdef inline object kept_value(DispatcherBase disp, int slot):
     return <object>PyList_GET_ITEM(disp._cache, slot)
 

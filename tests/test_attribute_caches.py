@@ -314,7 +314,21 @@ CHANGES = {
     "del": "instance",           # the class gets new, then del chat.name
     "class": "class",            # Class.name = new
     "base class": "base",        # Base.name = new, inherited by Class
+    # chat.spare = None, whose old value's finaliser puts new in the instance dict
+    "finaliser": "class",
+    # chat.via_setter = new, a property whose setter puts it in the instance dict
+    "setter": "class",
 }
+
+
+class Finaliser:
+    """Does put() when it goes, from inside whatever drops it."""
+
+    def __init__(self, put):
+        self.put = put
+
+    def __del__(self):
+        self.put()
 
 
 def line_chat_class(base, **attributes):
@@ -364,7 +378,8 @@ def test_a_value_the_loop_reads_is_seen_after_it_changes(asyncore, asynchat, soc
     class Base(asynchat.async_chat):
         pass
 
-    Chat = line_chat_class(Base)
+    Chat = line_chat_class(Base, via_setter=property(
+        fset=lambda self, value: vars(self).__setitem__(name, value)))
     if where == "base":
         delattr(Chat, name) if name in vars(Chat) else None
         setattr(Base, name, first)
@@ -375,6 +390,9 @@ def test_a_value_the_loop_reads_is_seen_after_it_changes(asyncore, asynchat, soc
     chat = Chat(sock, sockmap)
     if where == "instance":
         setattr(chat, name, _on_instance(chat, name, first))
+    if change == "finaliser":
+        chat.spare = Finaliser(
+            lambda: vars(chat).__setitem__(name, _on_instance(chat, name, new)))
 
     run = runner(asyncore, sockmap)
 
@@ -394,6 +412,10 @@ def test_a_value_the_loop_reads_is_seen_after_it_changes(asyncore, asynchat, soc
             delattr(chat, name)
         elif change == "class":
             setattr(Chat, name, new)
+        elif change == "finaliser":
+            chat.spare = None
+        elif change == "setter":
+            chat.via_setter = _on_instance(chat, name, new)
         else:
             setattr(Base, name, new)
         check(chat, sock, peer, run)
