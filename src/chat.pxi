@@ -145,17 +145,25 @@ cdef class ChatBase(DispatcherBase):
     cdef int append_input(self, data) except -1:
         cdef bytearray buf = self._inbuf
         cdef Py_ssize_t pos = self._inpos
+        cdef Py_ssize_t size, added
         if pos and pos * 2 >= len(buf):
             del buf[:pos]
             self._inpos = 0
-        buf += data
+        if type(data) is not bytes:
+            buf += data
+            return 0
+        # buf += data without the number protocol and the buffer export.
+        size = PyByteArray_GET_SIZE(buf)
+        added = PyBytes_GET_SIZE(data)
+        PyByteArray_Resize(buf, size + added)
+        memcpy(PyByteArray_AS_STRING(buf) + size, PyBytes_AS_STRING(data), added)
         return 0
 
     cdef int consume(self, Py_ssize_t n) except -1:
         """Drop the first n unread bytes of the buffer as it is now."""
         cdef Py_ssize_t pos = self._inpos + n
         if pos >= len(self._inbuf):
-            del self._inbuf[:]
+            PyByteArray_Resize(self._inbuf, 0)
             self._inpos = 0
         else:
             self._inpos = pos
@@ -358,19 +366,22 @@ cdef class ChatBase(DispatcherBase):
                         self.close_once()
                     return 0
             obs = cached_attr(self, CACHED_OUT_SIZE)
-            try:
-                data = first[:obs]
-            except TypeError:
-                # A producer.
-                data = first.more()
-                if data:
-                    if self._fifo_tracked:
-                        _deque_appendleft(fifo, data)
+            if type(first) is bytes and PyBytes_GET_SIZE(first) <= obs:
+                data = first   # what first[:obs] gives, without making a slice
+            else:
+                try:
+                    data = first[:obs]
+                except TypeError:
+                    # A producer.
+                    data = first.more()
+                    if data:
+                        if self._fifo_tracked:
+                            _deque_appendleft(fifo, data)
+                        else:
+                            fifo.appendleft(data)
                     else:
-                        fifo.appendleft(data)
-                else:
-                    self.fifo_popleft()
-                continue
+                        self.fifo_popleft()
+                    continue
             if isinstance(data, str) and self.use_encoding:
                 data = bytes(data, self.encoding)
             elif not plain_send and type(data) is memoryview:

@@ -494,3 +494,28 @@ def test_recv_and_send_patched_on_the_socket_class_are_called(asyncore, asynchat
     push_and_receive(chat, peer, run, b"3")
     assert calls == [] and chat.lines == [b"one", b"two", b"three"]
     peer.close()
+
+
+def test_out_buffer_size_lowered_after_a_push_bounds_its_sends(asyncore, asynchat, sockmap):
+    """What is already queued is sent ac_out_buffer_size bytes at a time, as
+    it is when send() takes it: the size is read at the send, not the push."""
+    Chat = line_chat_class(asynchat.async_chat)
+    a, peer = socket.socketpair()
+    peer.setblocking(False)
+    sock = RecordingSocket(a)
+    chat = Chat(sock, sockmap)
+    chat.producer_fifo.append(b"hello")   # queued whole: push() would split it
+    chat.ac_out_buffer_size = 2
+    received = bytearray()
+
+    def arrived():
+        try:
+            received.extend(peer.recv(100))
+        except BlockingIOError:
+            pass
+        return len(received) >= 5
+
+    runner(asyncore, sockmap)(arrived)
+    assert received == b"hello"
+    assert sock.send_sizes == [2, 2, 1]
+    peer.close()
