@@ -72,7 +72,10 @@ cdef Py_ssize_t line_limit(object max_line_length) except -2:
 
 
 cdef class ChatBase(DispatcherBase):
-    cdef bytearray _inbuf
+    # Unread input is _inbuf[_inpos:]. _inbuf is the bytes a read returned,
+    # scanned where it lies while nothing else is unread, or a bytearray of
+    # the core's own once the rest of one read must wait for the next.
+    cdef object _inbuf
     cdef Py_ssize_t _inpos
     cdef object _fifo
     cdef bint _fifo_tracked
@@ -80,7 +83,7 @@ cdef class ChatBase(DispatcherBase):
     cdef bint _quiet_fifo      # push() is running: it marks the dispatcher dirty itself
 
     def __cinit__(self, *args, **kwargs):
-        self._inbuf = bytearray()
+        self._inbuf = b""
         self._inpos = 0
 
     # -- input -------------------------------------------------------------
@@ -91,7 +94,7 @@ cdef class ChatBase(DispatcherBase):
 
     @ac_in_buffer.setter
     def ac_in_buffer(self, value):
-        self._inbuf = bytearray(value)
+        self._inbuf = value if type(value) is bytes else bytearray(value)
         self._inpos = 0
 
     def _collect_incoming_data(self, data):
@@ -143,10 +146,20 @@ cdef class ChatBase(DispatcherBase):
         return 0
 
     cdef int append_input(self, data) except -1:
-        cdef bytearray buf = self._inbuf
+        cdef object buf = self._inbuf
         cdef Py_ssize_t pos = self._inpos
         cdef Py_ssize_t size, added
-        if pos and pos * 2 >= len(buf):
+        if pos >= Py_SIZE(buf):
+            # Nothing unread: a bytes read is scanned where it is, uncopied.
+            self._inbuf = data if type(data) is bytes else bytearray(data)
+            self._inpos = 0
+            return 0
+        if type(buf) is bytes:
+            # The rest of a read waits for more: from now on in a bytearray.
+            buf = PyByteArray_FromStringAndSize(PyBytes_AS_STRING(buf) + pos, Py_SIZE(buf) - pos)
+            self._inbuf = buf
+            self._inpos = 0
+        elif pos and pos * 2 >= len(buf):
             del buf[:pos]
             self._inpos = 0
         if type(data) is not bytes:
@@ -162,8 +175,8 @@ cdef class ChatBase(DispatcherBase):
     cdef int consume(self, Py_ssize_t n) except -1:
         """Drop the first n unread bytes of the buffer as it is now."""
         cdef Py_ssize_t pos = self._inpos + n
-        if pos >= len(self._inbuf):
-            PyByteArray_Resize(self._inbuf, 0)
+        if pos >= Py_SIZE(self._inbuf):
+            self._inbuf = b""
             self._inpos = 0
         else:
             self._inpos = pos
@@ -184,8 +197,17 @@ cdef class ChatBase(DispatcherBase):
 
     cdef object take(self, Py_ssize_t n):
         """The first n unread bytes, as bytes (the buffer is not changed)."""
-        cdef bytearray buf = self._inbuf
-        return PyBytes_FromStringAndSize(PyByteArray_AS_STRING(buf) + self._inpos, n)
+        cdef object buf = self._inbuf
+        if type(buf) is bytes and self._inpos == 0 and n == Py_SIZE(buf):
+            return buf
+        return PyBytes_FromStringAndSize(self.unread(), n)
+
+    cdef inline const char *unread(self):
+        """Where the unread input starts."""
+        cdef object buf = self._inbuf
+        if type(buf) is bytes:
+            return PyBytes_AS_STRING(buf) + self._inpos
+        return PyByteArray_AS_STRING(buf) + self._inpos
 
     cdef int close_overlong_line(self, Py_ssize_t limit) except -1:
         self.log_info("line longer than max_line_length (%d bytes): closing the connection"
@@ -199,12 +221,11 @@ cdef class ChatBase(DispatcherBase):
     cdef int scan_input(self) except -1:
         cdef Py_ssize_t available, index, tlen
         cdef const char *start
-        cdef bytearray buf
         cdef bytes needle
         cdef bint own_get_terminator = self.uses(FAST_GET_TERMINATOR)
         cdef Py_ssize_t limit = line_limit(cached_attr(self, CACHED_MAX_LINE))
         while True:
-            available = len(self._inbuf) - self._inpos
+            available = Py_SIZE(self._inbuf) - self._inpos
             if available <= 0:
                 return 0
             # found_terminator() may change the terminator or the buffer:
@@ -233,9 +254,7 @@ cdef class ChatBase(DispatcherBase):
                 else:
                     needle = bytes(terminator)
                 tlen = len(needle)
-                buf = self._inbuf
-                start = PyByteArray_AS_STRING(buf)
-                start += self._inpos
+                start = self.unread()
                 index = find_bytes(start, available, needle, tlen)
                 if index != -1:
                     if 0 <= limit < self._line_len + index:
