@@ -283,6 +283,11 @@ def _after_out_size(chat, sock, peer, run):
 
 def push_and_receive(chat, peer, run, data):
     chat.push(data)
+    receive(peer, run, data)
+
+
+def receive(peer, run, data):
+    """Runs the loop until the non-blocking peer has read len(data) bytes: data."""
     received = bytearray()
 
     def arrived():
@@ -506,16 +511,6 @@ def test_out_buffer_size_lowered_after_a_push_bounds_its_sends(asyncore, asyncha
     chat = Chat(sock, sockmap)
     chat.producer_fifo.append(b"hello")   # queued whole: push() would split it
     chat.ac_out_buffer_size = 2
-    received = bytearray()
-
-    def arrived():
-        try:
-            received.extend(peer.recv(100))
-        except BlockingIOError:
-            pass
-        return len(received) >= 5
-
-    runner(asyncore, sockmap)(arrived)
-    assert received == b"hello"
+    receive(peer, runner(asyncore, sockmap), b"hello")
     assert sock.send_sizes == [2, 2, 1]
     peer.close()

@@ -19,6 +19,16 @@ def readable(sock):
     assert select.select([sock], [], [], support.DEFAULT_TIMEOUT)[0], "nothing to read"
 
 
+@pytest.fixture
+def pair(kit, sockmap):
+    """(a socket, its peer, a recorded dispatcher on the socket), closed after."""
+    a, peer = socket.socketpair()
+    d = kit.Dispatcher(a, map=sockmap)
+    yield a, peer, d
+    peer.close()
+    d.close()
+
+
 def read_all(d, size, request):
     """d.recv(request) until size bytes came."""
     got = bytearray()
@@ -64,31 +74,34 @@ def test_reads_of_every_size_arrive_whole(kit, sockmap, transport):
         d.close()
 
 
-def test_recv_of_a_socket_with_a_timeout_waits_as_its_method_does(kit, sockmap):
+def test_recv_of_a_socket_with_a_timeout_waits_as_its_method_does(pair):
     """A socket given a timeout (after the dispatcher made it non-blocking)
     waits for it and raises socket.timeout, not BlockingIOError."""
-    a, peer = socket.socketpair()
-    d = kit.Dispatcher(a, map=sockmap)
+    a, peer, d = pair
     a.settimeout(0.05)
     with pytest.raises(socket.timeout):
         d.recv(10)
     peer.send(b"late")
     assert d.recv(10) == b"late"
-    peer.close()
-    d.close()
 
 
-def test_send_of_buffers(kit, sockmap):
-    a, peer = socket.socketpair()
-    d = kit.Dispatcher(a, map=sockmap)
+def test_send_of_buffers(pair):
+    a, peer, d = pair
     assert d.send(memoryview(b"hello world")[6:]) == 5
     assert d.send(bytearray(b"!?")) == 2
     assert d.send(memoryview(bytearray(b"abc"))) == 3
     assert d.send(b"") == 0
     assert support.recv_exactly(peer, 10) == b"world!?abc"
     assert d.names() == []
-    peer.close()
-    d.close()
+
+
+def assert_same_error(by_socket, by_dispatcher):
+    """by_dispatcher() raises what by_socket() raises: same type, same message."""
+    with pytest.raises(Exception) as expected:
+        by_socket()
+    with pytest.raises(type(expected.value)) as raised:
+        by_dispatcher()
+    assert str(raised.value) == str(expected.value)
 
 
 def released_view():
@@ -103,40 +116,24 @@ def released_view():
     pytest.param(lambda: "text", id="str"),
     pytest.param(lambda: 42, id="int"),
 ])
-def test_send_of_what_the_socket_refuses_raises_its_error(kit, sockmap, data):
-    a, peer = socket.socketpair()
-    d = kit.Dispatcher(a, map=sockmap)
-    with pytest.raises(Exception) as by_socket:
-        a.send(data())
-    with pytest.raises(type(by_socket.value)) as by_dispatcher:
-        d.send(data())
-    assert str(by_dispatcher.value) == str(by_socket.value)
-    peer.close()
-    d.close()
+def test_send_of_what_the_socket_refuses_raises_its_error(pair, data):
+    a, peer, d = pair
+    assert_same_error(lambda: a.send(data()), lambda: d.send(data()))
 
 
 @pytest.mark.parametrize("size", [-1, 1.5, "10", 2 ** 70, None])
-def test_recv_of_a_size_the_socket_refuses_raises_its_error(kit, sockmap, size):
-    a, peer = socket.socketpair()
-    d = kit.Dispatcher(a, map=sockmap)
+def test_recv_of_a_size_the_socket_refuses_raises_its_error(pair, size):
+    a, peer, d = pair
     peer.send(b"x")
-    with pytest.raises(Exception) as by_socket:
-        a.recv(size)
-    with pytest.raises(type(by_socket.value)) as by_dispatcher:
-        d.recv(size)
-    assert str(by_dispatcher.value) == str(by_socket.value)
+    assert_same_error(lambda: a.recv(size), lambda: d.recv(size))
     assert d.recv(10) == b"x"
-    peer.close()
-    d.close()
 
 
-def test_recv_of_nothing_is_taken_for_a_close(kit, sockmap):
-    a, peer = socket.socketpair()
-    d = kit.Dispatcher(a, map=sockmap)
+def test_recv_of_nothing_is_taken_for_a_close(pair):
+    a, peer, d = pair
     peer.send(b"x")
     assert d.recv(0) == b""
     assert d.names() == ["handle_close", "close"]
-    peer.close()
 
 
 def test_reads_in_two_threads_stay_apart(asyncore, kit):
