@@ -220,7 +220,9 @@ def test_churn_soak(asyncore, asynchat, use_poll, capsys):
             for f in figures:
                 print("  round %(round)d: fds %(fds)s, dispatchers %(dispatchers)d, "
                       "rss %(rss)s, traced (bytes, blocks) %(traced)s" % f)
-        if ROUNDS > 1:
+        # Under AddressSanitizer (.ci/asan) freed memory waits in its quarantine:
+        # the RSS moves by tens of MiB and says nothing; the traced bound holds.
+        if ROUNDS > 1 and "libasan" not in os.environ.get("LD_PRELOAD", ""):
             rss = [f["rss"] for f in figures]
             if None not in rss:
                 assert max(rss[1:]) - rss[0] < RSS_BOUND, rss
