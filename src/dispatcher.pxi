@@ -76,8 +76,13 @@ cdef inline Py_ssize_t plain_recv_size(object buffer_size) except -1:
     return 0
 
 
-cdef object send_buffer(object sock, object data):
-    """send() of a memoryview; one the method would refuse is left to it to refuse."""
+cdef object direct_send(object sock, object data):
+    """send() of bytes or a contiguous memoryview on the descriptor; anything
+    else is left to the method (which refuses what it refuses)."""
+    if type(data) is bytes:
+        return fc_socket_send(sock, PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data))
+    if type(data) is not memoryview:
+        return _socket_c_send(sock, data)
     cdef Py_buffer view
     try:
         PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
@@ -390,10 +395,8 @@ cdef class DispatcherBase:
             sock = cached_attr(self, CACHED_SOCKET)
             if not plain_socket_methods(sock):
                 sent = sock.send(data)
-            elif type(data) is bytes and direct_socket_io(sock):
-                sent = fc_socket_send(sock, PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data))
-            elif type(data) is memoryview and direct_socket_io(sock):
-                sent = send_buffer(sock, data)
+            elif direct_socket_io(sock):
+                sent = direct_send(sock, data)
             else:
                 sent = _socket_c_send(sock, data)
         except OSError as why:

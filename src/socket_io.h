@@ -47,41 +47,45 @@ static char fc_recv_buffer[FC_RECV_BUFFER_SIZE];
  * allocation it saves. */
 #define FC_RECV_COPY_LIMIT 4096
 
+/* recv(2) into buf, again after EINTR as the method does: the count, or -1
+ * with the exception set. */
+static Py_ssize_t fc_recv_into(PyObject *sock, char *buf, Py_ssize_t size)
+{
+    ssize_t got;
+    for (;;) {
+        got = recv(fc_socket_fd(sock), buf, (size_t)size, 0);
+        if (got >= 0)
+            return got;
+        if (errno != EINTR) {
+            PyErr_SetFromErrno(PyExc_OSError);
+            return -1;
+        }
+        if (PyErr_CheckSignals() < 0)
+            return -1;
+    }
+}
+
 /* recv(fd, size) for a non-blocking socket; *large is the caller's memory of
  * whether its last read was large, used to pick where the next one lands. */
 static PyObject *fc_socket_recv(PyObject *sock, Py_ssize_t size, int *large)
 {
-    ssize_t got;
+    Py_ssize_t got;
     PyObject *data;
 
     if (!*large && size <= FC_RECV_BUFFER_SIZE) {
-        for (;;) {
-            got = recv(fc_socket_fd(sock), fc_recv_buffer, (size_t)size, 0);
-            if (got >= 0)
-                break;
-            if (errno != EINTR)
-                return PyErr_SetFromErrno(PyExc_OSError);
-            if (PyErr_CheckSignals() < 0)
-                return NULL;
-        }
+        got = fc_recv_into(sock, fc_recv_buffer, size);
+        if (got < 0)
+            return NULL;
         *large = got > FC_RECV_COPY_LIMIT;
         return PyBytes_FromStringAndSize(fc_recv_buffer, got);
     }
     data = PyBytes_FromStringAndSize(NULL, size);
     if (data == NULL)
         return NULL;
-    for (;;) {
-        got = recv(fc_socket_fd(sock), PyBytes_AS_STRING(data), (size_t)size, 0);
-        if (got >= 0)
-            break;
-        if (errno != EINTR) {
-            Py_DECREF(data);
-            return PyErr_SetFromErrno(PyExc_OSError);
-        }
-        if (PyErr_CheckSignals() < 0) {
-            Py_DECREF(data);
-            return NULL;
-        }
+    got = fc_recv_into(sock, PyBytes_AS_STRING(data), size);
+    if (got < 0) {
+        Py_DECREF(data);
+        return NULL;
     }
     *large = got > FC_RECV_COPY_LIMIT;
     if (got != size && _PyBytes_Resize(&data, got) < 0)
