@@ -200,3 +200,10 @@ def _no_leak_in_socket_map(request):
     mod = request.getfixturevalue("asyncore")
     if mod.socket_map:
         mod.close_all(ignore_all=True)
+
+
+@pytest.fixture(scope="session")
+def haproxy():
+    """The haproxy program's path; missing, the test fails under CI (CI=true)
+    and is skipped elsewhere (support.system_program)."""
+    return support.system_program("haproxy")

@@ -364,6 +364,26 @@ def run_python(args, env_updates=None, timeout=60):
                           capture_output=True, text=True, timeout=timeout)
 
 
+def in_ci():
+    """True under CI (it sets CI=true), where every test must run: a program a
+    test needs that is missing fails the test instead of skipping it."""
+    return os.environ.get("CI", "").lower() == "true"
+
+
+def system_program(name):
+    """The path of program ``name`` (haproxy, prometheus, ...), which
+    .ci/system-packages installs. Missing: the test fails under CI, is skipped
+    elsewhere."""
+    import shutil
+    path = shutil.which(name)
+    if path is None:
+        why = "%s is not installed (bash .ci/system-packages installs it)" % name
+        if in_ci():
+            pytest.fail("CI=true: " + why, pytrace=False)
+        pytest.skip(why)
+    return path
+
+
 # ---------------------------------------------------------------------------
 # threads
 # ---------------------------------------------------------------------------

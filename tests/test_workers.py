@@ -9,7 +9,6 @@ those lines, never for a fixed time.
 import errno
 import os
 import queue
-import shutil
 import signal
 import socket
 import subprocess
@@ -387,8 +386,7 @@ def test_example_runs(start):
     assert p.out_lines[-1] == "stopped"
 
 
-@pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy not installed")
-def test_the_readme_haproxy_configuration(start, tmp_path):
+def test_the_readme_haproxy_configuration(start, tmp_path, haproxy):
     # Two "hosts" (serve_forever on two ports) behind the README's configuration.
     with open(os.path.join(HERE, os.pardir, "README.md")) as f:
         readme = f.read()
@@ -405,7 +403,7 @@ def test_the_readme_haproxy_configuration(start, tmp_path):
         config = config.replace("10.0.0.1%d:8007" % (i + 1), "127.0.0.1:%d" % port)
     assert "10.0.0" not in config
     (tmp_path / "haproxy.cfg").write_text(config)
-    balancer = subprocess.Popen(["haproxy", "-db", "-f", str(tmp_path / "haproxy.cfg")],
+    balancer = subprocess.Popen([haproxy, "-db", "-f", str(tmp_path / "haproxy.cfg")],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         answered = set()
