@@ -94,9 +94,11 @@ def server_available(name):
         if probe.returncode:
             return "not installed (pip install pyasyncore pyasynchat)"
     if name.startswith("ext"):
+        # From bench/: "-c" puts the current directory first on sys.path, and a
+        # checkout's fastcore/ (no extension built in it) would hide the installed one.
         probe = subprocess.run(
             [sys.executable, "-c", "import fastcore, sys; sys.exit(not fastcore.EXTENSION)"],
-            capture_output=True, env=impls.environment("ext"),
+            capture_output=True, env=impls.environment("ext"), cwd=HERE,
         )
         if probe.returncode:
             return "extension not built"

@@ -50,10 +50,11 @@ def machine():
                     break
     except OSError:
         pass
+    # From bench/, not the checkout, whose fastcore/ would shadow the installed package.
     probe = subprocess.run(
         [sys.executable, "-c", "import fastcore; print(fastcore.__version__, fastcore.EXTENSION,"
          " fastcore.default_backend())"], capture_output=True, text=True,
-        env=impls.environment("ext"),
+        env=impls.environment("ext"), cwd=HERE,
     )
     info["fastcore"] = probe.stdout.strip() or probe.stderr.strip()[-200:]
     try:
