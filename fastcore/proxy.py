@@ -33,7 +33,8 @@ A connection whose header is missing, malformed, truncated, too long, of a
 version not accepted, with an unknown v2 command or family, or not complete
 within ``timeout`` seconds is closed; the listener's ``log_info(reason,
 'error')`` says why (``fastcore.use_logging()`` sends it to ``logging``);
-``handle_accepted`` never sees it.
+``handle_accepted`` never sees it. One that closes or resets before sending
+a byte (a balancer's health check does) is logged with type ``'info'``.
 """
 
 import collections
@@ -55,6 +56,9 @@ V2_FIXED_LENGTH = 16  # signature, version and command, family, length
 # of bytes; v2's 16-bit length would otherwise let each pending connection
 # hold 64 KiB.
 V2_MAX_LENGTH = V2_FIXED_LENGTH + 4096
+# The log_info type for a connection that went away before sending a byte: not
+# bad input but the usual end of a balancer's health check (connect, then reset).
+GONE = "info"
 
 _V2_LOCAL, _V2_PROXY = 0x0, 0x1
 # v2 family byte (address family << 4 | transport) -> address block length.
@@ -154,7 +158,7 @@ class _PendingHeader(asyncore.dispatcher_with_send):
         self.timer = None
         asyncore.dispatcher_with_send.__init__(self, sock, reading.listener._map)
         if not self.connected:  # getpeername() failed: the peer is gone already
-            self.refuse("it was gone when accepted")
+            self.refuse("it was gone when accepted", GONE)
             return
         self.timer = fastcore.call_later(reading.timeout, self.expire)
 
@@ -175,7 +179,8 @@ class _PendingHeader(asyncore.dispatcher_with_send):
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as why:
-                self.refuse("reading its PROXY protocol header failed: %s" % (why,))
+                self.refuse("reading its PROXY protocol header failed: %s" % (why,),
+                            "error" if self.received else GONE)
                 return
             if not data:
                 self.refuse_truncated()
@@ -215,12 +220,12 @@ class _PendingHeader(asyncore.dispatcher_with_send):
             self.refuse("closed within its PROXY protocol header (%d bytes of it read)"
                         % len(self.received))
         else:
-            self.refuse("closed before sending a PROXY protocol header")
+            self.refuse("closed before sending a PROXY protocol header", GONE)
 
-    def refuse(self, reason):
+    def refuse(self, reason, log_type="error"):
         self.reading.listener.log_info(
             "PROXY protocol: closing the connection from %s: %s" % (_address_text(self.peer),
-                                                                     reason), "error")
+                                                                     reason), log_type)
         self.close()
 
     def close(self):
@@ -279,7 +284,8 @@ def _check_v2_fixed_part(received):
         raise _BadHeader("its PROXY protocol v2 header has version %d" % version)
     if command not in (_V2_LOCAL, _V2_PROXY):
         raise _BadHeader("its PROXY protocol v2 header has an unknown command %#x" % command)
-    if received[13] not in _V2_ADDRESS_LENGTHS:
+    # LOCAL: the specification has the family ignored with the rest of the block.
+    if command == _V2_PROXY and received[13] not in _V2_ADDRESS_LENGTHS:
         raise _BadHeader("its PROXY protocol v2 header has an unknown address family and "
                          "transport %#04x" % received[13])
     return command

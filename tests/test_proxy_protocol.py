@@ -175,9 +175,10 @@ def test_the_handler_gets_the_client_address_and_the_bytes(serve, header, client
     (b"PROXY UNKNOWN ffff:f...f:ffff ffff:f...f:ffff 65535 65535\r\n", 1, "PROXY"),
     (v2_header(command=0x0, family=0x00), 2, "LOCAL"),  # a health check
     (v2_header(command=0x0, family=0x11), 2, "LOCAL"),  # its addresses are ignored
+    (v2_header(command=0x0, family=0x41, addresses=bytes(5)), 2, "LOCAL"),  # and its family
     (v2_header(command=0x1, family=0x00), 2, "PROXY"),
 ], ids=["v1-unknown", "v1-unknown-addresses", "v2-local", "v2-local-addresses",
-        "v2-unspecified"])
+        "v2-local-any-family", "v2-unspecified"])
 def test_no_client_address_gives_the_real_peer(serve, header, version, command):
     server = serve()
     client, handler, addr = exchange(server, header)
@@ -339,20 +340,41 @@ def test_a_bad_header_closes_that_connection(serve, name, sent, reason):
     assert_served(server)
 
 
-@pytest.mark.parametrize("sent, reason", [
-    (b"", "closed before sending a PROXY protocol header"),
-    (b"PROXY TCP4 1.2.3.4", "closed within its PROXY protocol header (18 bytes of it read)"),
-    (V2_SIGNATURE + b"\x21\x11", "(14 bytes of it read)"),
-    (v2_header()[:20], "(20 bytes of it read)"),
+@pytest.mark.parametrize("sent, log_type, reason", [
+    (b"", "info", "closed before sending a PROXY protocol header"),
+    (b"PROXY TCP4 1.2.3.4", "error",
+     "closed within its PROXY protocol header (18 bytes of it read)"),
+    (V2_SIGNATURE + b"\x21\x11", "error", "(14 bytes of it read)"),
+    (v2_header()[:20], "error", "(20 bytes of it read)"),
 ], ids=["nothing", "v1", "v2-fixed-part", "v2-addresses"])
-def test_a_header_cut_short_by_the_client(serve, sent, reason):
+def test_a_header_cut_short_by_the_client(serve, sent, log_type, reason):
     server = serve()
     with connect(server) as client:
         client.sendall(sent)
         client.shutdown(socket.SHUT_WR)
         closed_by_server(server, client, "the connection closed")
     assert server.handlers == []
-    assert [m for t, m in server.logged if t == "error" and reason in m], server.logged
+    assert [m for t, m in server.logged if t == log_type and reason in m], server.logged
+    assert_served(server)
+
+
+@pytest.mark.parametrize("sent, log_type", [(b"", "info"), (b"PROXY TCP4 1.2", "error")],
+                         ids=["nothing", "part"])
+def test_a_connection_reset_before_its_header(serve, sent, log_type):
+    # A health check's end: connect, (a header,) then a reset. Gone before a byte of
+    # it was read, it is no bad input: logged as "info", not as an error.
+    server = serve()
+    client = connect(server)
+    client.sendall(sent)
+    if sent:
+        run_until(server, lambda: len(server._map) == 2, "accepted")
+        support.run_iterations(asyncore, server._map, 3)  # the bytes are read
+    support.reset(client)
+    run_until(server, lambda: server.logged, "the close logged")
+    assert server.handlers == []
+    [(kind, message)] = server.logged
+    assert kind == log_type, message
+    assert list(server._map.values()) == [server]
     assert_served(server)
 
 
@@ -534,7 +556,8 @@ def test_haproxy_health_checks_send_local(behind_haproxy):
     with socket.create_connection((support.LOCALHOST, front), timeout=TIMEOUT) as client:
         me = list(client.getsockname())
         assert ask_who(client) == {"addr": me, "peer": me}
-    assert not [line for line in workers.seen if line.startswith("log ")]
+    # A check's reset that came before its header was read is logged, not as an error.
+    assert not [line for line in workers.seen if line.startswith("log error ")]
 
 
 def test_tls_behind_haproxy(behind_haproxy):
