@@ -195,6 +195,7 @@ class _PendingHeader(asyncore.dispatcher_with_send):
 
     def hand_on(self, header):
         self.timer.cancel()
+        self.timer = None
         sock = self.socket
         self.del_channel()  # leaves the map; the socket stays open for the handler
         sock.settimeout(self.blocking_timeout)
