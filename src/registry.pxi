@@ -24,6 +24,7 @@ cdef dict _registries = {}        # id(map) -> Registry, least recently used fir
 cdef Registry _last_registry = None
 cdef list _dirty = []             # dispatchers whose interest must be recomputed
 cdef object _change_hook = None   # fastcore.aio: told when registrations fall behind
+cdef bint _change_unannounced = False   # record_dirty() ran since the hook was last called
 
 
 def set_change_hook(hook):
@@ -34,9 +35,20 @@ def set_change_hook(hook):
     _change_hook = hook
 
 
-cdef void notify_change() noexcept:
+cdef int notify_change() except -1:
+    global _change_unannounced
     if _change_hook is not None:
+        _change_unannounced = False
         _change_hook()
+    return 0
+
+
+cdef int announce_recorded() except -1:
+    """The change hook, for what the dict watcher recorded since it last ran
+    (the loop's iterations bring those registrations up to date anyway)."""
+    if _change_unannounced:
+        notify_change()
+    return 0
 cdef unsigned long _iteration = 0
 cdef unsigned long _fork_generation = 0
 
@@ -49,6 +61,7 @@ def _after_fork_in_child():
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+@cython.binding(False)
 cdef class Entry:
     """One fd of a map, as the registry knows it."""
     cdef Registry reg
@@ -82,11 +95,13 @@ cdef int classify(object obj) except -1:
     if fc_type_version(cls) == 0:
         # No version tag: a later change to the class would go unseen.
         return KIND_POLLED
+    # By the C type as well: refresh() reads the kind's C fields (a core
+    # method grafted onto another class is asked as Python would ask it).
     if writable is _base_writable:
         return KIND_BASE
-    if writable is _with_send_writable:
+    if writable is _with_send_writable and isinstance(obj, WithSendBase):
         return KIND_WITH_SEND
-    if writable is _chat_writable:
+    if writable is _chat_writable and isinstance(obj, ChatBase):
         return KIND_CHAT
     return KIND_POLLED
 
@@ -201,6 +216,7 @@ cdef int watch_waker(Poller poller) except -1:
     return fd
 
 
+@cython.binding(False)
 cdef class Registry:
     cdef object map
     cdef str backend
@@ -275,7 +291,7 @@ cdef class Registry:
             if entry.obj is obj:
                 # add_channel again: its close is no longer handled, poll it anew.
                 entry.broken = False
-                (<DispatcherBase>obj).mark_dirty()
+                (<DispatcherBase?>obj).mark_dirty()
                 self.version = fc_dict_version(self.map)
                 return 0
             self.remove_entry(entry)
@@ -363,7 +379,7 @@ cdef class Registry:
 
         Its kind is checked again first: readable/writable given to the
         instance or its class since it was registered make it polled."""
-        cdef DispatcherBase disp = <DispatcherBase>entry.obj
+        cdef DispatcherBase disp = <DispatcherBase?>entry.obj
         cdef bint writable
         if entry.removed:
             return 0
@@ -374,16 +390,16 @@ cdef class Registry:
             return 0
         # A producer_fifo that is not ours cannot tell us when it fills: such
         # a chat is looked at every iteration (in C) instead.
-        if entry.kind == KIND_CHAT and not (<ChatBase>disp)._fifo_tracked:
+        if entry.kind == KIND_CHAT and not (<ChatBase?>disp)._fifo_tracked:
             self.polled[entry.fd] = entry
         elif self.polled.get(entry.fd) is entry:
             del self.polled[entry.fd]
         if entry.kind == KIND_BASE:
             writable = True
         elif entry.kind == KIND_WITH_SEND:
-            writable = not disp._is_connected or (<WithSendBase>disp)._has_output
+            writable = not disp._is_connected or (<WithSendBase?>disp)._has_output
         else:
-            writable = not disp._is_connected or (<ChatBase>disp).has_output()
+            writable = not disp._is_connected or (<ChatBase?>disp).has_output()
         if disp._is_accepting:
             writable = False
         if disp._tls is not None:
@@ -467,7 +483,7 @@ cdef class Registry:
             for e in self.entries.values():
                 entry = <Entry>e
                 if type(entry.obj) in changed:
-                    (<DispatcherBase>entry.obj)._reclassify = True
+                    (<DispatcherBase?>entry.obj)._reclassify = True
                     (<DispatcherBase>entry.obj).mark_dirty()
         return 0
 

@@ -37,6 +37,7 @@ cdef tuple _TLS_STATE_NAMES = (
 cdef list _tls_ready = []
 
 
+@cython.binding(False)
 cdef class TLSLayer:
     cdef DispatcherBase owner
     cdef object incoming
