@@ -201,7 +201,8 @@ cdef class DispatcherBase:
         if not self._dirty and self._entries:
             self._dirty = True
             _dirty.append(self)
-            notify_change()
+            if _change_hook is not None:
+                notify_change()
         return 0
 
     cdef inline void record_dirty(self) noexcept:

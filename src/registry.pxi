@@ -467,8 +467,11 @@ cdef class Registry:
         to a class, a counter in a class attribute included)."""
         cdef list changed = None
         cdef Entry entry
+        cdef unsigned int version
         for cls, seen in self.classes.items():
-            if fc_type_version(cls) != (<tuple>seen)[0]:
+            version = fc_type_version(cls)
+            # No tag (0) cannot tell: readable/writable are compared below.
+            if version == 0 or version != (<tuple>seen)[0]:
                 if changed is None:
                     changed = []
                 changed.append(cls)

@@ -337,3 +337,35 @@ def test_sent_counts_of_any_int_are_returned_quietly(asyncore, capfd):
         d.socket = Sock(result)
         assert d.send(b"abc") is result
     assert capfd.readouterr().err == ""
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12),
+                    reason="before 3.12 a class does not run out of version tags")
+def test_a_class_that_ran_out_of_version_tags_is_still_watched(asyncore):
+    """A class without a version tag cannot tell whether its writable was
+    replaced: the loop must look, not take "no tag" for "no change"."""
+    writes = []
+
+    class D(asyncore.dispatcher):
+        def handle_read(self):
+            self.recv(100)
+
+        def handle_write(self):
+            writes.append(1)
+
+    mine, peer = socket.socketpair()
+    socket_map = {}
+    d = D(mine, map=socket_map)
+    asyncore.loop(timeout=0.01, map=socket_map, count=1)   # tracked: always writable
+    assert writes
+    for i in range(3000):   # each change takes the class's tag; 3.12+ gives out 1,000
+        D.counter = i
+        assert D.counter == i
+    asyncore.loop(timeout=0.01, map=socket_map, count=1)
+    D.writable = lambda self: False
+    asyncore.loop(timeout=0.01, map=socket_map, count=1)   # may deliver the last one
+    del writes[:]
+    asyncore.loop(timeout=0.01, map=socket_map, count=3)
+    assert writes == []
+    d.close()
+    peer.close()
