@@ -519,7 +519,7 @@ cdef class WithSendBase(DispatcherBase):
         self.mark_dirty()
 
     def initiate_send(self):
-        num_sent = DispatcherBase.send(self, self._out_buffer[:65536])
+        num_sent = self.sock_send(self._out_buffer[:65536])   # DispatcherBase.send's body
         self.out_buffer = self._out_buffer[num_sent:]
 
     def handle_write(self):

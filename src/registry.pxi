@@ -73,7 +73,7 @@ cdef class Entry:
     cdef bint removed      # no longer in the registry
     cdef bint broken       # closed behind the loop's back: not polled
 
-    def __cinit__(self, Registry reg, int fd, object obj, int kind):
+    def __cinit__(self, Registry reg not None, int fd, object obj, int kind):
         self.reg = reg
         self.fd = fd
         self.key = fd
@@ -159,7 +159,7 @@ def release_map(map):
     drop_unregistered_dirty()
 
 
-def _polled(DispatcherBase obj):
+def _polled(DispatcherBase obj not None):
     """True if a registry asks obj's readable()/writable() every iteration
     instead of tracking its interest in C (for the tests: a dispatcher of a
     facade class that keeps the core's readable/writable never is)."""
@@ -379,7 +379,12 @@ cdef class Registry:
 
         Its kind is checked again first: readable/writable given to the
         instance or its class since it was registered make it polled."""
-        cdef DispatcherBase disp = <DispatcherBase?>entry.obj
+        # Unchecked casts, on the hot path: refresh() is given entries of a
+        # DispatcherBase's own list or of a kind other than KIND_POLLED, which
+        # classify() gives only to an instance of the kind's class; Entry.obj
+        # never changes, nor does an instance's C layout (__class__ assignment
+        # needs the same one).
+        cdef DispatcherBase disp = <DispatcherBase>entry.obj
         cdef bint writable
         if entry.removed:
             return 0
@@ -390,16 +395,16 @@ cdef class Registry:
             return 0
         # A producer_fifo that is not ours cannot tell us when it fills: such
         # a chat is looked at every iteration (in C) instead.
-        if entry.kind == KIND_CHAT and not (<ChatBase?>disp)._fifo_tracked:
+        if entry.kind == KIND_CHAT and not (<ChatBase>disp)._fifo_tracked:
             self.polled[entry.fd] = entry
         elif self.polled.get(entry.fd) is entry:
             del self.polled[entry.fd]
         if entry.kind == KIND_BASE:
             writable = True
         elif entry.kind == KIND_WITH_SEND:
-            writable = not disp._is_connected or (<WithSendBase?>disp)._has_output
+            writable = not disp._is_connected or (<WithSendBase>disp)._has_output
         else:
-            writable = not disp._is_connected or (<ChatBase?>disp).has_output()
+            writable = not disp._is_connected or (<ChatBase>disp).has_output()
         if disp._is_accepting:
             writable = False
         if disp._tls is not None:

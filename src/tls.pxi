@@ -53,7 +53,8 @@ cdef class TLSLayer:
     cdef bint write_wants_read  # SSL_write needs the peer first
     cdef bint queued           # in _tls_ready
 
-    def __cinit__(self, DispatcherBase owner, context, server_side, server_hostname, session):
+    def __cinit__(self, DispatcherBase owner not None, context, server_side, server_hostname,
+                  session):
         self.owner = owner
         self.incoming = _MemoryBIO()
         self.outgoing = _MemoryBIO()

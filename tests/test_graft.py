@@ -4,9 +4,10 @@
 a loop run with data both ways. The core's fast paths must be chosen by its C
 type, never by method identity alone.
 
-Each case runs in a forked child: a death by signal fails the test, and the
-outcome (the exceptions that reach handle_error, what escapes loop()) is
-compared with the reference modules'.
+Each case runs in a child forked from a batch process of its own: a death by
+signal fails the test, and the outcome (the exception types the program sees,
+in handle_error or raised from one of its calls) is compared with the
+reference modules'.
 """
 
 import faulthandler
@@ -369,3 +370,20 @@ def test_a_class_that_ran_out_of_version_tags_is_still_watched(asyncore):
     assert writes == []
     d.close()
     peer.close()
+
+
+def test_the_extensions_functions_refuse_what_they_would_read_as_a_dispatcher():
+    fastcore, _, _ = load_fastcore()
+    if not fastcore.EXTENSION:
+        pytest.skip("the pure-Python core reads no C fields")
+    from fastcore._impl import core
+    mine, peer = socket.socketpair()
+    try:
+        for listener in (None, object()):
+            with pytest.raises(TypeError):
+                core.claim_connection(listener, mine)
+        with pytest.raises(TypeError):
+            core._polled(None)
+    finally:
+        mine.close()
+        peer.close()
