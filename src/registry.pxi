@@ -49,6 +49,8 @@ cdef int announce_recorded() except -1:
     if _change_unannounced:
         notify_change()
     return 0
+
+
 cdef unsigned long _iteration = 0
 cdef unsigned long _fork_generation = 0
 
