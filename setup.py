@@ -60,6 +60,9 @@ CYTHON_DIRECTIVES = {
     "initializedcheck": False,
     "cdivision": True,
     "embedsignature": True,
+    # The cdef classes' methods are method descriptors (binding=False in
+    # core.pyx): "clinic" gives them the __text_signature__ inspect reads.
+    "embedsignature.format": "clinic",
 }
 
 if DEBUG_BUILD:

@@ -24,12 +24,19 @@ _bridges = []  # attached, in attach order
 
 
 def _changed():
-    for bridge in _bridges:
+    for bridge in list(_bridges):  # a bridge whose loop closed leaves the list
         bridge._schedule_update()
 
 
+def _forget_closed_loops():
+    for bridge in list(_bridges):
+        if bridge.loop.is_closed():
+            bridge._stop(None)
+
+
 class Bridge:
-    """A map attached to an asyncio loop; ``detach()`` ends it."""
+    """A map attached to an asyncio loop; ``detach()`` ends it, and so does
+    the loop's closing (seen at the next change to the map, or ``attach``)."""
 
     def __init__(self, map, loop, use_poll, poll_interval, backend):
         self.map = map
@@ -51,6 +58,8 @@ class Bridge:
 
     @property
     def attached(self):
+        if self._attached and self.loop.is_closed():
+            self._stop(None)
         return self._attached
 
     def detach(self):
@@ -64,11 +73,13 @@ class Bridge:
         _bridges.remove(self)
         if not _bridges:
             core.set_change_hook(None)
-        self.loop.remove_reader(self._fd)
         for handle in (self._update_handle, self._timer_handle, self._poll_handle):
             if handle is not None:
                 handle.cancel()
         self._update_handle = self._timer_handle = self._poll_handle = None
+        if self.loop.is_closed():
+            return  # its reader went with it, and no one can wait any more
+        self.loop.remove_reader(self._fd)
         if not self._empty.done():
             if exc is None:
                 self._empty.set_result(None)
@@ -109,7 +120,10 @@ class Bridge:
         self._update()
 
     def _schedule_update(self):
-        if self._attached and self._update_handle is None:
+        if self.loop.is_closed():
+            # asyncio.run() returned, say: the bridge ends with its loop.
+            self._stop(None)
+        elif self._attached and self._update_handle is None:
             self._update_handle = self.loop.call_soon(self._update)
 
     def _update(self):
@@ -183,6 +197,7 @@ def attach(map=None, loop=None, *, use_poll=False, poll_interval=0.1, backend="a
         map = asyncore.socket_map
     if poll_interval is not None and not poll_interval > 0:
         raise ValueError("poll_interval must be None or more than 0 seconds")
+    _forget_closed_loops()
     for bridge in _bridges:
         if bridge.map is map:
             raise RuntimeError("this map is attached already")

@@ -81,16 +81,21 @@ cdef int name_kind(PyObject *name) noexcept:
         if _name_table_keys[slot] == name:
             return _name_table_kinds[slot]
         slot = (slot + 1) & (NAME_TABLE_SIZE - 1)
-    if not PyUnicode_Check(<object>name) or (
-            PyUnicode_CheckExact(<object>name) and fc_str_interned(name)):
+    if not PyUnicode_CheckExact(<object>name):
+        # A str subclass or another object, put in the dict directly: whether
+        # an attribute lookup finds it is up to its own __hash__/__eq__,
+        # Python code the watcher may not run. Cannot tell: any name.
+        return ASSIGNED_ANY
+    if fc_str_interned(name):
         return 0   # an interned name equal to a watched one is that one
-    # A key put in the dict directly, or a str subclass: compare by value.
+    # An exact str (hashed and compared in C): by value.
     return _watched_kinds.get(<object>name, 0)
 
 
 cdef int on_instance_dict_event(fc_dict_event event, PyObject *d, PyObject *key,
                                 PyObject *new_value) noexcept:
-    """The dict watcher. Called before the change; never raises."""
+    """The dict watcher. Called before the change; runs no Python code: it
+    only records (DispatcherBase.record_dirty)."""
     cdef int kind
     if event == FC_DICT_DEALLOCATED:
         _dict_owners.pop(<Py_ssize_t>d, None)
@@ -104,6 +109,8 @@ cdef int on_instance_dict_event(fc_dict_event event, PyObject *d, PyObject *key,
     address = _dict_owners.get(<Py_ssize_t>d)
     if address is None:
         return 0
+    # The address of a live dispatcher: its entry goes when it or the dict
+    # is deallocated (__dealloc__, FC_DICT_DEALLOCATED).
     owner = <DispatcherBase><PyObject *><Py_ssize_t>address
     if event == FC_DICT_ADDED or event == FC_DICT_MODIFIED:
         owner.note_assigned(kind)
@@ -137,6 +144,7 @@ cdef int check_instance_dict(DispatcherBase disp) except -1:
     return 0
 
 
+@cython.binding(False)
 cdef class HookedDispatcherBase(DispatcherBase):
     """DispatcherBase with a tp_setattro that reports the assignments: the
     facade's base where there are no dict watchers (before CPython 3.12)."""
@@ -146,12 +154,14 @@ cdef class HookedDispatcherBase(DispatcherBase):
         cdef int kind = name_kind(<PyObject *>name)
         if kind:
             self.note_assigned(kind)
+            announce_recorded()
 
     def __delattr__(self, name):
         generic_delattr(self, name, NULL)
         cdef int kind = name_kind(<PyObject *>name)
         if kind:
             self.note_removed(kind)
+            announce_recorded()
 
 
 if FC_DICT_WATCHERS:

@@ -25,12 +25,14 @@ cdef tuple _cached_names = tuple(sys.intern(name) for name in (
 
 cdef extern from "Python.h":
     PyObject *_PyType_Lookup(PyTypeObject *type, object name)   # borrowed, no error set
+    PyObject *PyDict_GetItemWithError(object d, object key) except? NULL   # borrowed
     PyObject **_PyObject_GetDictPtr(object o)   # where the instance dict is, or NULL
     bint PyFunction_Check(PyObject *o)
 
 
-cdef inline bint kept(DispatcherBase disp, int slot) noexcept:
+cdef inline bint kept(DispatcherBase disp, int slot) except -1:
     """The slot's value is kept and still good."""
+    cdef uint64_t version
     if not disp._cache_bits & (1 << slot) or \
             disp._cache_version != fc_type_version(type(disp)):
         return False
@@ -39,16 +41,19 @@ cdef inline bint kept(DispatcherBase disp, int slot) noexcept:
         return False
     if disp._watched_dict:
         return True
-    return disp._cache_dict_versions[slot] == fc_dict_version(<object>where[0]) or \
+    version = fc_dict_version(<object>where[0])
+    # No version (FC_NO_VERSION) cannot tell: the lookup below says.
+    return (version != FC_NO_VERSION and disp._cache_dict_versions[slot] == version) or \
         still_kept(disp, slot, where[0])
 
 
-cdef bint still_kept(DispatcherBase disp, int slot, PyObject *own) noexcept:
+cdef bint still_kept(DispatcherBase disp, int slot, PyObject *own) except -1:
     """Without a watcher: the instance dict changed since the slot's value was
     kept. It still holds if the dict has the same object under the name, or
-    none for a value of the class."""
-    cdef PyObject *found = PyDict_GetItem(<object>own,
-                                          <object>PyTuple_GET_ITEM(_cached_names, slot))
+    none for a value of the class. (The lookup may run a key's __eq__, a key
+    put in the dict directly: its exception propagates.)"""
+    cdef PyObject *found = PyDict_GetItemWithError(<object>own,
+                                                   <object>PyTuple_GET_ITEM(_cached_names, slot))
     cdef PyObject *expected = NULL   # a value of the class: the name is not in the dict
     if disp._cache_in_dict & (1 << slot):
         expected = PyList_GET_ITEM(disp._cache, slot)

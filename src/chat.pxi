@@ -71,6 +71,7 @@ cdef Py_ssize_t line_limit(object max_line_length) except -2:
     return limit
 
 
+@cython.binding(False)
 cdef class ChatBase(DispatcherBase):
     # Unread input is _inbuf[_inpos:]. _inbuf is the bytes a read returned,
     # scanned where it lies while nothing else is unread, or a bytearray of

@@ -13,6 +13,7 @@ import sys
 import threading
 from heapq import heapify, heappop, heappush
 
+cimport cython
 from cpython.bytearray cimport (
     PyByteArray_AS_STRING, PyByteArray_FromStringAndSize, PyByteArray_GET_SIZE, PyByteArray_Resize,
 )
@@ -20,13 +21,14 @@ from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.dict cimport PyDict_CheckExact, PyDict_GetItem
 from cpython.list cimport PyList_GET_ITEM
+from cpython.long cimport PyLong_AsUnsignedLongLongMask
 from cpython.tuple cimport PyTuple_GET_ITEM
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.exc cimport PyErr_CheckSignals, PyErr_Clear, PyErr_ExceptionMatches
 from cpython.object cimport Py_SIZE, PyObject, PyObject_GenericSetAttr
 from cpython.pyport cimport PY_SSIZE_T_MAX
 from cpython.ref cimport Py_DECREF
-from cpython.unicode cimport PyUnicode_Check, PyUnicode_CheckExact
+from cpython.unicode cimport PyUnicode_CheckExact
 from libc.errno cimport EBADF, EEXIST, EINTR, EINVAL, ENOENT, ENOTCONN, EPERM
 from libc.stdint cimport uint64_t
 from libc.string cimport memchr, memcmp, memcpy
@@ -124,17 +126,20 @@ cdef enum:
     CACHED_METHODS = (1 << CACHED_COLLECT) | (1 << CACHED_FOUND)
 
 
-cdef tuple _fast_path_table   # (FAST_* bit, method name, the core's function)
+cdef tuple _fast_path_table   # (FAST_* bit, method name, the core's function, its class)
 
 
 cdef object _object_getattribute = object.__getattribute__
 
 
 cdef int fast_paths_of(object cls) except -1:
-    """FAST_* bits of the core's methods that cls has not overridden."""
+    """FAST_* bits of the core's methods that cls has not overridden. A bit
+    needs the method's own class among cls's bases as well: C calls it on
+    the instance as that C type (a method grafted onto another class is
+    called as Python would call it)."""
     cdef int bits = 0
-    for bit, name, builtin in _fast_path_table:
-        if getattr(cls, name, None) is builtin:
+    for bit, name, builtin, owner in _fast_path_table:
+        if getattr(cls, name, None) is builtin and issubclass(cls, owner):
             bits |= bit
     if getattr(cls, "__getattribute__", None) is _object_getattribute:
         bits |= FAST_GENERIC_LOOKUP
@@ -174,6 +179,11 @@ cdef int raise_pending() except -1:
     return -1
 
 
+# Every cdef class is declared @cython.binding(False): its def methods are
+# then the interpreter's method descriptors, which refuse an instance of
+# another class (TypeError) wherever the method is grafted; Cython's own
+# binding functions would hand any object to code that reads it as the C type.
+
 # Forward declarations: the parts refer to each other.
 cdef class Registry
 cdef class DispatcherBase
@@ -208,12 +218,12 @@ _chat_handle_read = ChatBase.handle_read
 _chat_handle_write = ChatBase.handle_write
 _chat_initiate_send = ChatBase.initiate_send
 _fast_path_table = (
-    (FAST_READ_EVENT, "handle_read_event", _base_handle_read_event),
-    (FAST_WRITE_EVENT, "handle_write_event", _base_handle_write_event),
-    (FAST_HANDLE_READ, "handle_read", _chat_handle_read),
-    (FAST_HANDLE_WRITE, "handle_write", _chat_handle_write),
-    (FAST_RECV, "recv", _dispatcher_recv),
-    (FAST_SEND, "send", _dispatcher_send),
-    (FAST_INITIATE_SEND, "initiate_send", _chat_initiate_send),
-    (FAST_GET_TERMINATOR, "get_terminator", _chat_get_terminator),
+    (FAST_READ_EVENT, "handle_read_event", _base_handle_read_event, DispatcherBase),
+    (FAST_WRITE_EVENT, "handle_write_event", _base_handle_write_event, DispatcherBase),
+    (FAST_HANDLE_READ, "handle_read", _chat_handle_read, ChatBase),
+    (FAST_HANDLE_WRITE, "handle_write", _chat_handle_write, ChatBase),
+    (FAST_RECV, "recv", _dispatcher_recv, DispatcherBase),
+    (FAST_SEND, "send", _dispatcher_send, DispatcherBase),
+    (FAST_INITIATE_SEND, "initiate_send", _chat_initiate_send, ChatBase),
+    (FAST_GET_TERMINATOR, "get_terminator", _chat_get_terminator, ChatBase),
 )

@@ -94,6 +94,7 @@ cdef object direct_send(object sock, object data):
         PyBuffer_Release(&view)
 
 
+@cython.binding(False)
 cdef class DispatcherBase:
     # No __dict__ here: the facade's Python subclasses get the interpreter's
     # own (managed) instance dict, which its attribute caches work with.
@@ -196,12 +197,22 @@ cdef class DispatcherBase:
     def _fc_limit_changed(self):
         check_limit(self)
 
-    cdef inline void mark_dirty(self) noexcept:
+    cdef inline int mark_dirty(self) except -1:
         if not self._dirty and self._entries:
             self._dirty = True
             _dirty.append(self)
             if _change_hook is not None:
                 notify_change()
+        return 0
+
+    cdef inline void record_dirty(self) noexcept:
+        """mark_dirty() for the dict watcher, which may run no Python code:
+        the change hook hears of it later (announce_recorded())."""
+        global _change_unannounced
+        if not self._dirty and self._entries:
+            self._dirty = True
+            _dirty.append(self)
+            _change_unannounced = True
 
     def _mark_dirty(self):
         self.mark_dirty()
@@ -215,7 +226,7 @@ cdef class DispatcherBase:
         if kind & ASSIGNED_SOCKET:
             self._new_socket = True
         if kind & (ASSIGNED_METHOD | ASSIGNED_SOCKET):
-            self.mark_dirty()
+            self.record_dirty()
         return 0
 
     cdef int note_removed(self, int kind) noexcept:
@@ -229,7 +240,7 @@ cdef class DispatcherBase:
         if kind & ASSIGNED_SOCKET:
             self._new_socket = True
         if kind & (ASSIGNED_METHOD | ASSIGNED_SOCKET):
-            self.mark_dirty()
+            self.record_dirty()
         return 0
 
     cdef bint recheck_own_methods(self) except -1:
@@ -350,6 +361,8 @@ cdef class DispatcherBase:
         if not self._is_connected and self.connecting:
             self.handle_connect_event()
         if self.uses(FAST_HANDLE_READ):
+            # Only a ChatBase has the bit (fast_paths_of), and no __class__
+            # assignment changes an instance's C layout.
             (<ChatBase>self).chat_read()
         else:
             self.handle_read()
@@ -373,7 +386,7 @@ cdef class DispatcherBase:
             if self.connecting:
                 self.handle_connect_event()
         if self.uses(FAST_HANDLE_WRITE):
-            (<ChatBase>self).initiate()
+            (<ChatBase>self).initiate()   # a ChatBase, as in read_event()
         else:
             self.handle_write()
         return 0
@@ -463,7 +476,7 @@ cdef int link_to_listener(DispatcherBase obj, object sock) except -1:
     claim = _claims.pop(obj._fileno, None)
     if claim is None or (<tuple>claim)[1] is not sock:
         return 0
-    listener = (<tuple>claim)[0]
+    listener = (<tuple>claim)[0]   # a DispatcherBase: claim_connection() checks it
     obj._listener = listener
     (<DispatcherBase>listener)._connections += 1
     return check_limit(<DispatcherBase>listener)
@@ -486,6 +499,7 @@ cdef int check_limit(DispatcherBase listener) except -1:
     return 0
 
 
+@cython.binding(False)
 cdef class WithSendBase(DispatcherBase):
     cdef object _out_buffer
     cdef bint _has_output
@@ -505,7 +519,7 @@ cdef class WithSendBase(DispatcherBase):
         self.mark_dirty()
 
     def initiate_send(self):
-        num_sent = DispatcherBase.send(self, self._out_buffer[:65536])
+        num_sent = self.sock_send(self._out_buffer[:65536])   # DispatcherBase.send's body
         self.out_buffer = self._out_buffer[num_sent:]
 
     def handle_write(self):

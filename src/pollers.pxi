@@ -12,6 +12,7 @@ cdef inline int raise_errno(int err) except -1:
     raise OSError(err, os.strerror(err))
 
 
+@cython.binding(False)
 cdef class Poller:
     cdef readonly str name
     cdef fc_event *events      # results of the last wait
@@ -69,6 +70,7 @@ cdef class Poller:
         return raise_errno(err)
 
 
+@cython.binding(False)
 cdef class EpollPoller(Poller):
     cdef int epfd
 
@@ -120,6 +122,7 @@ cdef class EpollPoller(Poller):
         return 0
 
 
+@cython.binding(False)
 cdef class KqueuePoller(Poller):
     cdef int kq
 
@@ -167,6 +170,7 @@ cdef class KqueuePoller(Poller):
         return 0
 
 
+@cython.binding(False)
 cdef class ArrayPoller(Poller):
     """Keeps (fd, mask) pairs in C arrays for the poll and select backends."""
     cdef int *fds
@@ -240,6 +244,7 @@ cdef class ArrayPoller(Poller):
         return 0
 
 
+@cython.binding(False)
 cdef class PollPoller(ArrayPoller):
     def __init__(self):
         self.name = "poll"
@@ -248,6 +253,7 @@ cdef class PollPoller(ArrayPoller):
         return fc_poll_wait(self.pfds, self.count, self.events, timeout_ms)
 
 
+@cython.binding(False)
 cdef class SelectPoller(ArrayPoller):
     def __init__(self):
         self.name = "select"

@@ -24,6 +24,7 @@ cdef dict _registries = {}        # id(map) -> Registry, least recently used fir
 cdef Registry _last_registry = None
 cdef list _dirty = []             # dispatchers whose interest must be recomputed
 cdef object _change_hook = None   # fastcore.aio: told when registrations fall behind
+cdef bint _change_unannounced = False   # record_dirty() ran since the hook was last called
 
 
 def set_change_hook(hook):
@@ -34,9 +35,22 @@ def set_change_hook(hook):
     _change_hook = hook
 
 
-cdef void notify_change() noexcept:
+cdef int notify_change() except -1:
+    global _change_unannounced
     if _change_hook is not None:
+        _change_unannounced = False
         _change_hook()
+    return 0
+
+
+cdef int announce_recorded() except -1:
+    """The change hook, for what the dict watcher recorded since it last ran
+    (the loop's iterations bring those registrations up to date anyway)."""
+    if _change_unannounced:
+        notify_change()
+    return 0
+
+
 cdef unsigned long _iteration = 0
 cdef unsigned long _fork_generation = 0
 
@@ -49,6 +63,7 @@ def _after_fork_in_child():
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+@cython.binding(False)
 cdef class Entry:
     """One fd of a map, as the registry knows it."""
     cdef Registry reg
@@ -60,7 +75,7 @@ cdef class Entry:
     cdef bint removed      # no longer in the registry
     cdef bint broken       # closed behind the loop's back: not polled
 
-    def __cinit__(self, Registry reg, int fd, object obj, int kind):
+    def __cinit__(self, Registry reg not None, int fd, object obj, int kind):
         self.reg = reg
         self.fd = fd
         self.key = fd
@@ -82,11 +97,13 @@ cdef int classify(object obj) except -1:
     if fc_type_version(cls) == 0:
         # No version tag: a later change to the class would go unseen.
         return KIND_POLLED
+    # By the C type as well: refresh() reads the kind's C fields (a core
+    # method grafted onto another class is asked as Python would ask it).
     if writable is _base_writable:
         return KIND_BASE
-    if writable is _with_send_writable:
+    if writable is _with_send_writable and isinstance(obj, WithSendBase):
         return KIND_WITH_SEND
-    if writable is _chat_writable:
+    if writable is _chat_writable and isinstance(obj, ChatBase):
         return KIND_CHAT
     return KIND_POLLED
 
@@ -144,7 +161,7 @@ def release_map(map):
     drop_unregistered_dirty()
 
 
-def _polled(DispatcherBase obj):
+def _polled(DispatcherBase obj not None):
     """True if a registry asks obj's readable()/writable() every iteration
     instead of tracking its interest in C (for the tests: a dispatcher of a
     facade class that keeps the core's readable/writable never is)."""
@@ -201,6 +218,7 @@ cdef int watch_waker(Poller poller) except -1:
     return fd
 
 
+@cython.binding(False)
 cdef class Registry:
     cdef object map
     cdef str backend
@@ -275,7 +293,7 @@ cdef class Registry:
             if entry.obj is obj:
                 # add_channel again: its close is no longer handled, poll it anew.
                 entry.broken = False
-                (<DispatcherBase>obj).mark_dirty()
+                (<DispatcherBase?>obj).mark_dirty()
                 self.version = fc_dict_version(self.map)
                 return 0
             self.remove_entry(entry)
@@ -363,6 +381,11 @@ cdef class Registry:
 
         Its kind is checked again first: readable/writable given to the
         instance or its class since it was registered make it polled."""
+        # Unchecked casts, on the hot path: refresh() is given entries of a
+        # DispatcherBase's own list or of a kind other than KIND_POLLED, which
+        # classify() gives only to an instance of the kind's class; Entry.obj
+        # never changes, nor does an instance's C layout (__class__ assignment
+        # needs the same one).
         cdef DispatcherBase disp = <DispatcherBase>entry.obj
         cdef bint writable
         if entry.removed:
@@ -451,8 +474,11 @@ cdef class Registry:
         to a class, a counter in a class attribute included)."""
         cdef list changed = None
         cdef Entry entry
+        cdef unsigned int version
         for cls, seen in self.classes.items():
-            if fc_type_version(cls) != (<tuple>seen)[0]:
+            version = fc_type_version(cls)
+            # No tag (0) cannot tell: readable/writable are compared below.
+            if version == 0 or version != (<tuple>seen)[0]:
                 if changed is None:
                     changed = []
                 changed.append(cls)
@@ -467,7 +493,7 @@ cdef class Registry:
             for e in self.entries.values():
                 entry = <Entry>e
                 if type(entry.obj) in changed:
-                    (<DispatcherBase>entry.obj)._reclassify = True
+                    (<DispatcherBase?>entry.obj)._reclassify = True
                     (<DispatcherBase>entry.obj).mark_dirty()
         return 0
 

@@ -35,6 +35,7 @@ cdef double check_delay(object delay, str what) except? -1.0:
     return seconds
 
 
+@cython.binding(False)
 cdef class Timer:
     """A handle on a callback due later: ``cancel()``, ``reset()``."""
     cdef double _when
@@ -121,6 +122,7 @@ cdef class Timer:
         return "<fastcore.Timer %s %r %s>" % (what, self._callback, state)
 
 
+@cython.binding(False)
 cdef class IdleTimer(Timer):
     """A dispatcher's idle timeout: handle_timeout() after its delay with no
     read or write event; the loop stores each event's time in _activity."""
@@ -269,7 +271,7 @@ cdef inline bint scheduler_pending():
     return _scheduled_user_timers > 0 or len(_soon) > 0
 
 
-def claim_connection(listener, sock):
+def claim_connection(DispatcherBase listener not None, sock):
     """accept() gave ``sock`` to ``listener``, which has max_connections: the
     dispatcher made on it this iteration counts against the listener."""
     _claims[sock.fileno()] = (listener, sock)

@@ -54,8 +54,10 @@ cdef inline void stats_bytes_read(object data) noexcept:
 
 
 cdef inline void stats_bytes_written(object sent) noexcept:
-    if isinstance(sent, int) and sent > 0:
-        _stats.bytes_written += <unsigned long long>sent
+    # An exact int: an int subclass's __gt__ is Python code, and the mask
+    # cannot overflow.
+    if type(sent) is int and sent > 0:
+        _stats.bytes_written += PyLong_AsUnsignedLongLongMask(sent)
 
 
 cdef inline void stats_timer_ran() noexcept nogil:

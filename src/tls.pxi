@@ -37,6 +37,7 @@ cdef tuple _TLS_STATE_NAMES = (
 cdef list _tls_ready = []
 
 
+@cython.binding(False)
 cdef class TLSLayer:
     cdef DispatcherBase owner
     cdef object incoming
@@ -52,7 +53,8 @@ cdef class TLSLayer:
     cdef bint write_wants_read  # SSL_write needs the peer first
     cdef bint queued           # in _tls_ready
 
-    def __cinit__(self, DispatcherBase owner, context, server_side, server_hostname, session):
+    def __cinit__(self, DispatcherBase owner not None, context, server_side, server_hostname,
+                  session):
         self.owner = owner
         self.incoming = _MemoryBIO()
         self.outgoing = _MemoryBIO()

@@ -313,3 +313,51 @@ def test_example_runs():
     result = run_python(args, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "20 clients x 50 lines" in result.stdout
+
+
+async def echo_once(address, line):
+    reader, writer = await asyncio.open_connection(*address)
+    writer.write(line)
+    got = await reader.readline()
+    writer.close()
+    await writer.wait_closed()
+    return got
+
+
+def test_bridge_ends_with_its_loop(asyncore, asynchat, aio, run, capfd):
+    """After the loop a map was attached to is closed, changes to the map
+    call nothing on it: no "Event loop is closed", printed or raised."""
+    map = {}
+    server = echo_server(asyncore, asynchat, map)
+
+    async def main():
+        bridge = aio.attach(map)
+        assert await echo_once(server.address, b"before\n") == b"before\n"
+        return bridge
+
+    bridge = run(main)  # closes its loop
+    mine, peer = socket.socketpair()
+    asyncore.dispatcher(mine, map=map)  # a change to the map
+    asyncore.close_all(map=map)
+    peer.close()
+    assert not bridge.attached
+    assert aio._bridges == []
+    out, err = capfd.readouterr()
+    assert err == ""
+
+
+def test_attach_in_successive_loops(asyncore, asynchat, aio, run, capfd):
+    """One map attached in one asyncio.run() after another (scripts, tests):
+    each serves traffic."""
+    map = {}
+    server = echo_server(asyncore, asynchat, map)
+
+    async def main(n):
+        aio.attach(map)
+        return await echo_once(server.address, b"run %d\n" % n)
+
+    assert run(main, 1) == b"run 1\n"
+    assert run(main, 2) == b"run 2\n"
+    asyncore.close_all(map=map)
+    out, err = capfd.readouterr()
+    assert err == ""
