@@ -35,7 +35,7 @@ from fastcore._core_py.registry import (
     registry_of,
     release_map,
 )
-from fastcore._core_py.stats import counts
+from fastcore._core_py.stats import HANDLER_BOUNDS, counts
 from fastcore._core_py.tls import add_ready, read_handler, take_ready, write_handler
 
 _MAX_TIMEOUT = 2147483.0  # seconds: the longest wait poll() and epoll take
@@ -207,9 +207,16 @@ def _iterate(timeout, map, backend, select_style, may_block):
     scheduler.run_due()
     clear_claims()
     # Inline rather than a call: this runs every iteration.
+    handled = monotonic() - wait_ended
     counts.iterations += 1
     counts.poll_seconds += wait_ended - wait_started
-    counts.handler_seconds += monotonic() - wait_ended
+    counts.handler_seconds += handled
+    bucket = 0
+    for bound in HANDLER_BOUNDS:
+        if handled <= bound:
+            break
+        bucket += 1
+    counts.handler_buckets[bucket] += 1
 
 
 def _stamp(obj, now):
