@@ -19,10 +19,10 @@ an event); any other object is asked readable()/writable() every iteration,
 as 3.11 asks.
 """
 
+import _signal
 import _thread
 import gc
 import os
-import signal
 import sys
 from errno import EBADF
 from time import monotonic
@@ -53,7 +53,7 @@ GONE = POLLHUP | POLLERR | POLLNVAL  # the fd's peer or the fd itself is gone
 
 # Below this many entries comparing the map costs less than making sure no
 # Python code but the core's can run.
-SKIP_MIN_ENTRIES = 256
+SKIP_MIN_ENTRIES = 128
 
 _registries = {}  # id(map) -> Registry, least recently used first
 _dirty = []  # Registered objects whose interest must be recomputed
@@ -90,15 +90,21 @@ def _count_collection(phase, info):
         _collections += 1
 
 
+# _signal's own functions: signal's wrappers make enums of every answer.
+_getsignal = getattr(_signal, "getsignal", None)
+_SIGNALS = tuple(sorted(_signal.valid_signals())) if hasattr(_signal, "valid_signals") else ()
+
 # Reference counting is what makes "the core dropped none of the program's
 # objects" mean "ran none of their finalisers" between collections.
 SKIPS_COMPARISONS = (
-    sys.implementation.name == "cpython" and hasattr(gc, "callbacks") and hasattr(_thread, "_count")
+    sys.implementation.name == "cpython"
+    and hasattr(gc, "callbacks")
+    and hasattr(_thread, "_count")
+    and _getsignal is not None
+    and bool(_SIGNALS)
 )
 if SKIPS_COMPARISONS:
     gc.callbacks.append(_count_collection)
-
-_BUILTIN_HANDLERS = (signal.SIG_DFL, signal.SIG_IGN, None, signal.default_int_handler)
 
 
 def only_core_code_runs():
@@ -113,9 +119,10 @@ def only_core_code_runs():
         for tool in range(6):
             if monitoring.get_tool(tool) is not None:
                 return False
-    for signum in signal.valid_signals():
-        handler = signal.getsignal(signum)
-        if not any(handler is builtin for builtin in _BUILTIN_HANDLERS):
+    for signum in _SIGNALS:
+        # SIG_DFL and SIG_IGN are the ints 0 and 1 here.
+        handler = _getsignal(signum)
+        if not (handler is None or type(handler) is int or handler is _signal.default_int_handler):
             return False
     return True
 
