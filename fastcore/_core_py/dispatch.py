@@ -6,6 +6,7 @@ closed and reused during the iteration belongs to somebody else) and must
 not have had its close handled in this iteration.
 """
 
+from bisect import bisect_left
 from time import monotonic
 from types import SimpleNamespace
 
@@ -216,12 +217,8 @@ def _iterate(timeout, map, backend, select_style, may_block, quiet_before):
     counts.iterations += 1
     counts.poll_seconds += wait_ended - wait_started
     counts.handler_seconds += handled
-    bucket = 0
-    for bound in HANDLER_BOUNDS:
-        if handled <= bound:
-            break
-        bucket += 1
-    counts.handler_buckets[bucket] += 1
+    # The first bucket whose bound it does not exceed (the last: above all).
+    counts.handler_buckets[bisect_left(HANDLER_BOUNDS, handled)] += 1
     return quiet and not ready and not registry.woken and not ran
 
 
