@@ -345,7 +345,7 @@ class Registry:
         self.volatile = {}  # fd -> _Entry not TRACKED, in map order
         self.unregistrations = 0  # a wait that saw one may report fds just dropped
         self.watch = WATCH_UNKNOWN
-        self.collections = _collections  # at the last prepare
+        self.collections = _collections  # at the last prepare after a quiet iteration
         self.woken = False  # the last wait returned some event (the waker's too)
 
     def close(self):
@@ -593,7 +593,11 @@ class Registry:
             for entry in self.entries.values():
                 if entry.kind == TRACKED:
                     entry.obj._mark_dirty()
-        if not self._unchanged(quiet_before) and not self._in_step():
+        if not quiet_before:
+            self.watch = WATCH_UNKNOWN
+            if not self._in_step():
+                self._reconcile()
+        elif not self._unchanged() and not self._in_step():
             self._reconcile()
         if self.classes:
             self._check_classes()
@@ -607,16 +611,14 @@ class Registry:
             process_dirty()
         return quiet
 
-    def _unchanged(self, quiet_before):
-        """True if the map is known to be as the last comparison found it:
-        only_core_code_runs() held at that comparison, and since then the
-        iterations ran none of the program's code and no collection ran."""
+    def _unchanged(self):
+        """After a quiet iteration: True if the map is known to be as the
+        last comparison found it (only_core_code_runs() held at that
+        comparison, the iterations since ran none of the program's code and
+        no collection began)."""
         collections = _collections
         collected = collections != self.collections
         self.collections = collections
-        if not quiet_before:
-            self.watch = WATCH_UNKNOWN
-            return False
         if self.watch == WATCH_SKIPPING and not collected:
             return True
         if self.watch == WATCH_UNKNOWN or collected:
