@@ -48,6 +48,25 @@ _SCALARS = (
         "accepted",
     ),
     (
+        "fastcore_accept_pauses_total",
+        "counter",
+        "Times a listener reached its connection limit and stopped accepting"
+        " (the kernel's backlog holds new connections meanwhile).",
+        "accept_pauses",
+    ),
+    (
+        "fastcore_tls_handshakes_total",
+        "counter",
+        "TLS handshakes completed.",
+        "tls_handshakes",
+    ),
+    (
+        "fastcore_tls_handshake_failures_total",
+        "counter",
+        "TLS handshakes that failed or that the peer left before they completed.",
+        "tls_handshake_failures",
+    ),
+    (
         "fastcore_connections_closed_total",
         "counter",
         "Connected dispatchers closed.",
@@ -75,6 +94,17 @@ def exposition(map=None):
     for name, kind, text, key in _SCALARS:
         lines += ["# HELP %s %s" % (name, text), "# TYPE %s %s" % (name, kind)]
         lines.append("%s %s" % (name, _number(snapshot[key])))
+    name = "fastcore_iteration_handler_seconds"
+    lines += [
+        "# HELP %s Time per loop iteration from the end of its wait to its end:"
+        " the handlers run and the loop's dispatch work around them." % name,
+        "# TYPE %s histogram" % name,
+    ]
+    for bound, below in snapshot["handler_seconds_histogram"]:
+        le = "+Inf" if bound == float("inf") else repr(bound)
+        lines.append('%s_bucket{le="%s"} %d' % (name, le, below))
+    lines.append("%s_sum %s" % (name, _number(snapshot["handler_seconds"])))
+    lines.append("%s_count %d" % (name, snapshot["handler_seconds_histogram"][-1][1]))
     name = "fastcore_events_total"
     lines += ["# HELP %s Handler calls by kind of event." % name, "# TYPE %s counter" % name]
     for kind, count in snapshot["events"].items():

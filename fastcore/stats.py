@@ -12,24 +12,34 @@ callable::
 
 A snapshot is a plain dict:
 
-==================== =============================================================
-``iterations``       loop iterations run (one wait each)
-``poll_seconds``     time spent waiting in epoll/kqueue/poll/select
-``handler_seconds``  time from the end of each wait to the end of its iteration:
-                     the handlers, and the loop's own dispatch work around them
-``events``           handler calls by kind: ``read``, ``write``, ``expt``, and the
-                     ``close`` (``handle_close``) and ``error`` (``handle_error``)
-                     calls the core made
-``bytes_read``       bytes returned by ``dispatcher.recv`` (async_chat's reads too)
-``bytes_written``    bytes sent by ``dispatcher.send`` (async_chat's and
-                     dispatcher_with_send's sends too)
-``accepted``         connections ``dispatcher.accept()`` returned
-``closed``           connected dispatchers closed (``close()`` while ``connected``)
-``timers_run``       timer callbacks run
-``dispatchers``      objects in the map (gauge)
-``listening``        of those, the accepting ones (gauge)
-``connections_open`` of those, the connected ones (gauge)
-==================== =============================================================
+============================== ===================================================
+``iterations``                 loop iterations run (one wait each)
+``poll_seconds``               time spent waiting in epoll/kqueue/poll/select
+``handler_seconds``            time from the end of each wait to the end of its iteration:
+                               the handlers, and the loop's own dispatch work around them
+``events``                     handler calls by kind: ``read``, ``write``, ``expt``, and the
+                               ``close`` (``handle_close``) and ``error`` (``handle_error``)
+                               calls the core made
+``bytes_read``                 bytes returned by ``dispatcher.recv`` (async_chat's reads too)
+``bytes_written``              bytes sent by ``dispatcher.send`` (async_chat's and
+                               dispatcher_with_send's sends too)
+``handler_seconds_histogram``  the iterations by ``handler_seconds`` time, as Prometheus
+                               buckets: ``(upper bound in seconds, iterations at or
+                               below it)`` pairs, cumulative, from 100 µs to 2.5 s, then
+                               ``(inf, iterations)``
+``accepted``                   connections ``dispatcher.accept()`` returned
+``accept_pauses``              times a listener reached its ``fastcore.limit_connections``
+                               limit and stopped accepting (connections wait in the
+                               kernel's backlog meanwhile; none is refused)
+``closed``                     connected dispatchers closed (``close()`` while ``connected``)
+``timers_run``                 timer callbacks run
+``tls_handshakes``             TLS handshakes completed (``fastcore.tls``)
+``tls_handshake_failures``     TLS handshakes that failed, or that the peer left before
+                               they completed
+``dispatchers``                objects in the map (gauge)
+``listening``                  of those, the accepting ones (gauge)
+``connections_open``           of those, the connected ones (gauge)
+============================== ===================================================
 """
 
 import sys

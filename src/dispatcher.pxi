@@ -496,6 +496,8 @@ cdef int check_limit(DispatcherBase listener) except -1:
     if paused != listener._accept_paused:
         listener._accept_paused = paused
         listener.mark_dirty()
+        if paused:
+            _stats.accept_pauses += 1
     return 0
 
 

@@ -20,6 +20,15 @@ cdef enum:
 
 cdef tuple _EVENT_KIND_NAMES = ("read", "write", "expt", "close", "error")
 
+# Upper bounds (seconds) of the handler-time histogram's buckets; one more
+# bucket takes the rest. Each iteration's handler time is one observation:
+# the clock reads it needs are the ones handler_seconds already makes.
+cdef enum:
+    HANDLER_BOUNDS = 14
+cdef double _handler_bounds[14]
+_handler_bounds[:] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
+                      0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]
+
 
 cdef struct LoopStats:
     unsigned long long iterations
@@ -29,8 +38,12 @@ cdef struct LoopStats:
     unsigned long long bytes_read
     unsigned long long bytes_written
     unsigned long long accepted
+    unsigned long long accept_pauses   # a listener reached its connection limit
     unsigned long long closed
     unsigned long long timers_run
+    unsigned long long tls_handshakes
+    unsigned long long tls_handshake_failures
+    unsigned long long handler_buckets[15]  # HANDLER_BOUNDS + 1, not cumulative
 
 
 cdef LoopStats _stats
@@ -43,9 +56,14 @@ cdef object _warning_sink = None  # fastcore.log's route for the loop's own warn
 
 cdef inline void stats_iteration(double wait_started, double wait_ended) noexcept nogil:
     """End of one iteration: the wait took wait_ended - wait_started."""
+    cdef double handled = fc_monotonic() - wait_ended
+    cdef int bucket = 0
     _stats.iterations += 1
     _stats.poll_seconds += wait_ended - wait_started
-    _stats.handler_seconds += fc_monotonic() - wait_ended
+    _stats.handler_seconds += handled
+    while bucket < HANDLER_BOUNDS and handled > _handler_bounds[bucket]:
+        bucket += 1
+    _stats.handler_buckets[bucket] += 1
 
 
 cdef inline void stats_bytes_read(object data) noexcept:
@@ -128,6 +146,11 @@ cdef int ensure_debug() except -1:
 def stats_snapshot():
     """The counters, as a dict."""
     cdef int i
+    cdef unsigned long long below = 0
+    histogram = []
+    for i in range(HANDLER_BOUNDS + 1):
+        below += _stats.handler_buckets[i]
+        histogram.append((_handler_bounds[i] if i < HANDLER_BOUNDS else float("inf"), below))
     return {
         "iterations": _stats.iterations,
         "poll_seconds": _stats.poll_seconds,
@@ -135,9 +158,13 @@ def stats_snapshot():
         "events": {_EVENT_KIND_NAMES[i]: _stats.events[i] for i in range(EV_KINDS)},
         "bytes_read": _stats.bytes_read,
         "bytes_written": _stats.bytes_written,
+        "handler_seconds_histogram": histogram,
         "accepted": _stats.accepted,
+        "accept_pauses": _stats.accept_pauses,
         "closed": _stats.closed,
         "timers_run": _stats.timers_run,
+        "tls_handshakes": _stats.tls_handshakes,
+        "tls_handshake_failures": _stats.tls_handshake_failures,
     }
 
 

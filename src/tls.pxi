@@ -221,12 +221,15 @@ cdef class TLSLayer:
         except (_SSLEOFError, _SSLZeroReturnError):
             # The peer went away mid-handshake: a close, not an error (3.8
             # and 3.9 report the EOF as SSLZeroReturnError).
+            _stats.tls_handshake_failures += 1
             self.owner.close_once()
             return 0
         except _SSLError:
+            _stats.tls_handshake_failures += 1
             self.flush_alert()
             raise
         self.state = TLS_OPEN
+        _stats.tls_handshakes += 1
         self.owner.mark_dirty()
         self.flush()
         done = getattr(self.owner, "handle_handshake_done", None)

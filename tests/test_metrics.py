@@ -36,6 +36,40 @@ def _value(text):
     return float(text)
 
 
+def _family_of(sample_name, families):
+    """A histogram's samples are its name with _bucket, _sum or _count."""
+    for suffix in ("_bucket", "_sum", "_count"):
+        base = sample_name[: -len(suffix)]
+        if sample_name.endswith(suffix) and families.get(base, {}).get("type") == "histogram":
+            return base
+    return sample_name
+
+
+def _check_histogram(name, samples):
+    # Keys: (("", sample name),) + labels. Buckets cumulative, ending at +Inf == count.
+    buckets = []
+    for key, value in samples.items():
+        if key[0] == ("", name + "_bucket"):
+            les = [v for k, v in key[1:] if k == "le"]
+            if len(les) != 1:
+                raise ValueError("bucket of %s without one le label" % name)
+            buckets.append((_value(les[0]), value))
+    buckets.sort()
+    if not buckets or buckets[-1][0] != math.inf:
+        raise ValueError("histogram %s without a +Inf bucket" % name)
+    if any(b[1] > c[1] for b, c in zip(buckets, buckets[1:])):
+        raise ValueError("histogram %s buckets not cumulative" % name)
+    count = samples.get((("", name + "_count"),))
+    if count != buckets[-1][1] or (("", name + "_sum"),) not in samples:
+        raise ValueError("histogram %s: _count is not the +Inf bucket, or no _sum" % name)
+
+
+def histogram_buckets(family, name):
+    """{upper bound: cumulative count} of a parsed histogram family."""
+    return {_value(dict(key[1:])["le"]): value for key, value in family["samples"].items()
+            if key[0] == ("", name + "_bucket")}
+
+
 def parse_exposition(text):
     """{family: {"type", "help", "samples": {labels (sorted tuple): value}}};
     raises ValueError on anything the format does not allow."""
@@ -67,7 +101,7 @@ def parse_exposition(text):
         m = _SAMPLE.match(line)
         if m is None:
             raise ValueError("bad sample at " + where)
-        name = m.group(1)
+        name = _family_of(m.group(1), families)
         if name in done or name not in families or families[name]["type"] is None:
             raise ValueError("sample without its TYPE first, or not grouped, at " + where)
         if current is not None and current != name:
@@ -79,8 +113,11 @@ def parse_exposition(text):
         samples = families[name]["samples"]
         if labels in samples:
             raise ValueError("repeated series at " + where)
-        samples[labels] = _value(m.group("value"))
+        samples[labels if name == m.group(1) else (("", m.group(1)),) + labels] = \
+            _value(m.group("value"))
     for name, fam in families.items():
+        if fam["type"] == "histogram":
+            _check_histogram(name, fam["samples"])
         if fam["type"] == "counter":
             if not name.endswith("_total"):
                 raise ValueError("counter %s without _total" % name)
@@ -94,6 +131,9 @@ def parse_exposition(text):
 def test_parser_rejects():
     good = "# HELP a_total x\n# TYPE a_total counter\na_total 1\n"
     assert parse_exposition(good)["a_total"]["samples"] == {(): 1.0}
+    histogram = ("# TYPE h histogram\nh_bucket{le=\"1\"} 1\nh_bucket{le=\"+Inf\"} 2\n"
+                 "h_sum 3.5\nh_count 2\n")
+    assert histogram_buckets(parse_exposition(histogram)["h"], "h") == {1.0: 1, math.inf: 2}
     for bad in (
         good[:-1],                                           # no final newline
         "a_total 1\n",                                       # no TYPE
@@ -105,6 +145,10 @@ def test_parser_rejects():
         "# TYPE a gauge\na{x=1} 1\n",                        # unquoted label
         "# TYPE a gauge\n\na 1\n",                           # blank line
         "# TYPE a gauge\na 1\n# TYPE a gauge\n",              # second TYPE
+        "# TYPE h histogram\nh_bucket{le=\"1\"} 1\nh_sum 1\nh_count 1\n",  # no +Inf
+        "# TYPE h histogram\nh_bucket{le=\"1\"} 2\nh_bucket{le=\"+Inf\"} 1\n"
+        "h_sum 1\nh_count 1\n",                                # not cumulative
+        "# TYPE h histogram\nh_bucket{le=\"+Inf\"} 2\nh_sum 1\nh_count 1\n",  # count
     ):
         with pytest.raises(ValueError):
             parse_exposition(bad)
@@ -171,8 +215,12 @@ def test_scrape_with_urllib(asyncore, sockmap, metrics):
         "fastcore_bytes_read_total": "counter",
         "fastcore_bytes_written_total": "counter",
         "fastcore_connections_accepted_total": "counter",
+        "fastcore_accept_pauses_total": "counter",
+        "fastcore_tls_handshakes_total": "counter",
+        "fastcore_tls_handshake_failures_total": "counter",
         "fastcore_connections_closed_total": "counter",
         "fastcore_timers_run_total": "counter",
+        "fastcore_iteration_handler_seconds": "histogram",
         "fastcore_events_total": "counter",
         "fastcore_dispatchers": "gauge",
         "fastcore_listening": "gauge",
@@ -220,6 +268,14 @@ def test_values_follow_the_traffic(asyncore, kit, sockmap, metrics):
     assert value["fastcore_listening"] == 2
     assert value["fastcore_connections_open"] == 1
     assert value["fastcore_loop_iterations_total"] >= 3
+    # Every iteration is one observation of the handler-time histogram, its
+    # sum the handler_seconds counter, its buckets from 100 µs.
+    name = "fastcore_iteration_handler_seconds"
+    samples = fams[name]["samples"]
+    buckets = histogram_buckets(fams[name], name)
+    assert min(buckets) == 0.0001 and sorted(buckets)[-2] == 2.5
+    assert samples[(("", name + "_count"),)] >= value["fastcore_loop_iterations_total"]
+    assert samples[(("", name + "_sum"),)] >= value["fastcore_handler_seconds_total"]
 
 
 @pytest.mark.parametrize("method,path,status", [

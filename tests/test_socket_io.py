@@ -118,7 +118,14 @@ def released_view():
 ])
 def test_send_of_what_the_socket_refuses_raises_its_error(pair, data):
     a, peer, d = pair
-    assert_same_error(lambda: a.send(data()), lambda: d.send(data()))
+    try:
+        sent = a.send(data())
+    except Exception:
+        assert_same_error(lambda: a.send(data()), lambda: d.send(data()))
+    else:
+        # PyPy's socket takes a non-contiguous view: so must the dispatcher.
+        assert d.send(data()) == sent
+        assert peer.recv(100) == bytes(data()) * 2
 
 
 @pytest.mark.parametrize("size", [-1, 1.5, "10", 2 ** 70, None])

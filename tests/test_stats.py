@@ -9,7 +9,10 @@ from support import USE_POLL, run_iterations, run_until
 
 pytestmark = pytest.mark.fastcore_only
 
-COUNTERS = ("iterations", "bytes_read", "bytes_written", "accepted", "closed", "timers_run")
+COUNTERS = ("iterations", "bytes_read", "bytes_written", "accepted", "accept_pauses", "closed",
+            "timers_run", "tls_handshakes", "tls_handshake_failures")
+HANDLER_BOUNDS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                  0.5, 1.0, 2.5, float("inf")]
 
 
 @pytest.fixture
@@ -22,11 +25,13 @@ def stats(fastcore_pkg):
 def test_snapshot_shape(stats, sockmap):
     snap = stats(sockmap)
     assert set(snap) == {
-        "iterations", "poll_seconds", "handler_seconds", "events", "bytes_read",
-        "bytes_written", "accepted", "closed", "timers_run", "dispatchers", "listening",
+        "iterations", "poll_seconds", "handler_seconds", "handler_seconds_histogram",
+        "events", "bytes_read", "bytes_written", "accepted", "accept_pauses", "closed",
+        "timers_run", "tls_handshakes", "tls_handshake_failures", "dispatchers", "listening",
         "connections_open"}
     assert set(snap["events"]) == {"read", "write", "expt", "close", "error"}
     assert all(snap[name] == 0 for name in COUNTERS)
+    assert snap["handler_seconds_histogram"] == [(bound, 0) for bound in HANDLER_BOUNDS]
     assert snap["poll_seconds"] == snap["handler_seconds"] == 0.0
     assert all(n == 0 for n in snap["events"].values())
     assert stats.snapshot(sockmap) == snap
@@ -137,7 +142,36 @@ def test_poll_time_and_handler_time(stats, asyncore, sockmap):
     assert snap["iterations"] == 4
     assert snap["handler_seconds"] >= 0.05
     assert snap["poll_seconds"] < 0.12 + 0.5
+    # One observation per iteration: the slow one above 50 ms, the idle ones
+    # (well) below it.
+    histogram = dict(snap["handler_seconds_histogram"])
+    assert list(histogram) == HANDLER_BOUNDS
+    assert histogram[0.05] == 3 and histogram[2.5] == histogram[float("inf")] == 4
     b.close()
+
+
+def test_accept_pauses(fastcore_pkg, stats, asyncore, kit, sockmap):
+    """Each time a listener reaches its connection limit is one pause."""
+    server = kit.EchoServer(sockmap)
+    # fastcore.limit_connections(listener, n) where the API has it, else the
+    # max_connections property it replaces.
+    limit = getattr(fastcore_pkg, "limit_connections", None)
+    if limit is None:
+        server.max_connections = 1
+    else:
+        limit(server, 1)
+    first = socket.create_connection(server.address, timeout=support.DEFAULT_TIMEOUT)
+    second = socket.create_connection(server.address, timeout=support.DEFAULT_TIMEOUT)
+    try:
+        run_until(asyncore, sockmap, lambda: len(server.handlers) == 1)
+        run_iterations(asyncore, sockmap, 5)
+        assert len(server.handlers) == 1 and stats(sockmap)["accept_pauses"] == 1
+        first.close()
+        run_until(asyncore, sockmap, lambda: len(server.handlers) == 2)  # paused again
+        assert stats(sockmap)["accept_pauses"] == 2
+    finally:
+        first.close()
+        second.close()
 
 
 def test_reset(stats, asyncore, kit, sockmap):

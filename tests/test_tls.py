@@ -217,7 +217,8 @@ def run_with(asyncore, sockmap, thread, use_poll=False, timeout=TIMEOUT):
 # ---------------------------------------------------------------------------
 
 
-def test_server_handshake_and_lines(asyncore, asynchat, tls, sockmap, use_poll):
+def test_server_handshake_and_lines(fastcore_pkg, asyncore, asynchat, tls, sockmap, use_poll):
+    fastcore_pkg.stats.reset()
     server, record = serve_lines(asyncore, asynchat, tls, sockmap, tls_now=True)
 
     def client():
@@ -244,6 +245,8 @@ def test_server_handshake_and_lines(asyncore, asynchat, tls, sockmap, use_poll):
     handler = server.handlers[0]
     assert tls.tls_object(handler).version() == version
     support.run_until(asyncore, sockmap, lambda: "close" in record)
+    snapshot = fastcore_pkg.stats(sockmap)
+    assert (snapshot["tls_handshakes"], snapshot["tls_handshake_failures"]) == (1, 0)
 
 
 def test_client_handshake(asyncore, asynchat, tls, sockmap, use_poll):
@@ -731,9 +734,11 @@ def test_unwrap_plaintext_right_behind_close_notify(asyncore, asynchat, tls, soc
 # ---------------------------------------------------------------------------
 
 
-def test_garbage_instead_of_client_hello(asyncore, asynchat, tls, sockmap, use_poll):
+def test_garbage_instead_of_client_hello(fastcore_pkg, asyncore, asynchat, tls, sockmap,
+                                        use_poll):
     """The connection that sent garbage gets handle_error and is closed; a
     TLS client served at the same time is not disturbed."""
+    fastcore_pkg.stats.reset()
     server, record = serve_lines(asyncore, asynchat, tls, sockmap, tls_now=True)
     garbage = socket.create_connection((support.LOCALHOST, server.port), timeout=TIMEOUT)
     support.run_until(asyncore, sockmap, lambda: len(server.handlers) == 1)
@@ -755,6 +760,8 @@ def test_garbage_instead_of_client_hello(asyncore, asynchat, tls, sockmap, use_p
         bad = server.handlers[0]
         assert isinstance(bad.errors[0], ssl.SSLError)
         assert bad not in sockmap.values()
+        snapshot = fastcore_pkg.stats(sockmap)
+        assert (snapshot["tls_handshakes"], snapshot["tls_handshake_failures"]) == (1, 1)
         garbage.settimeout(TIMEOUT)
         try:
             while garbage.recv(4096):  # an alert, then EOF
@@ -849,10 +856,13 @@ def test_greeting_pushed_during_the_handshake(asyncore, asynchat, tls, sockmap, 
         raw.close()
 
 
-def test_peer_disconnects_mid_handshake(asyncore, asynchat, tls, sockmap):
+def test_peer_disconnects_mid_handshake(fastcore_pkg, asyncore, asynchat, tls, sockmap):
+    fastcore_pkg.stats.reset()
     server, record = serve_lines(asyncore, asynchat, tls, sockmap, tls_now=True)
     with socket.create_connection((support.LOCALHOST, server.port), timeout=TIMEOUT):
         support.run_until(asyncore, sockmap, lambda: len(server.handlers) == 1)
     support.run_until(asyncore, sockmap, lambda: "close" in record)
     assert "error" not in record
     assert list(sockmap.values()) == [server]
+    snapshot = fastcore_pkg.stats(sockmap)
+    assert (snapshot["tls_handshakes"], snapshot["tls_handshake_failures"]) == (0, 1)

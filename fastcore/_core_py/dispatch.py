@@ -6,6 +6,7 @@ closed and reused during the iteration belongs to somebody else) and must
 not have had its close handled in this iteration.
 """
 
+from bisect import bisect_left
 from time import monotonic
 from types import SimpleNamespace
 
@@ -35,7 +36,7 @@ from fastcore._core_py.registry import (
     registry_of,
     release_map,
 )
-from fastcore._core_py.stats import counts
+from fastcore._core_py.stats import HANDLER_BOUNDS, counts
 from fastcore._core_py.tls import add_ready, read_handler, take_ready, write_handler
 
 _MAX_TIMEOUT = 2147483.0  # seconds: the longest wait poll() and epoll take
@@ -147,7 +148,7 @@ def _iterate_once(timeout, map, backend, select_style):
     may_block = not (timeout == 0)  # None blocks; a bad value fails later, as before
     outermost = may_block and signal_wakeup.enter()
     try:
-        _iterate(timeout, map, backend, select_style, may_block)
+        _iterate(timeout, map, backend, select_style, may_block, False)
     finally:
         if outermost:
             signal_wakeup.leave()
@@ -163,13 +164,14 @@ def loop(timeout=30.0, use_poll=False, map=None, count=None, backend="auto", deb
     outermost = may_block and signal_wakeup.enter()
     # Timers and handed-over callbacks keep the loop going too.
     pending = scheduler.pending
+    quiet = False  # the last iteration ran none of the program's code
     try:
         if count is None:
             while map or pending():
-                _iterate(timeout, map, backend, select_style, may_block)
+                quiet = _iterate(timeout, map, backend, select_style, may_block, quiet)
         else:
             while (map or pending()) and count > 0:
-                _iterate(timeout, map, backend, select_style, may_block)
+                quiet = _iterate(timeout, map, backend, select_style, may_block, quiet)
                 count = count - 1
     finally:
         if outermost:
@@ -178,18 +180,22 @@ def loop(timeout=30.0, use_poll=False, map=None, count=None, backend="auto", deb
         release_map(map)
 
 
-def _iterate(timeout, map, backend, select_style, may_block):
+def _iterate(timeout, map, backend, select_style, may_block, quiet_before):
+    """One iteration; True if it ran none of the program's code (no handler,
+    timer, callback, readable()/writable() or signal handler), so that the
+    map is as this iteration found it, unless other code ran meanwhile
+    (Registry.prepare)."""
     if may_block:
         # Pending signal handlers run now (the interpreter runs them at the
         # next instruction); a signal from here on writes the waker.
         signal_wakeup.before_blocking_wait(scheduler.waker_write_fd)
     if not map and not scheduler.pending():
-        return
+        return False
     if timeout is not None:
         timeout = min(max(timeout, 0.0), _MAX_TIMEOUT)
     registry = registry_for(map, backend)
     iteration = begin_iteration()
-    registry.prepare(select_style)
+    quiet = registry.prepare(select_style, quiet_before)
     # Plaintext a TLS layer holds is read without waiting for the socket.
     tls_ready = take_ready(registry)
     wait_started = monotonic()
@@ -204,12 +210,16 @@ def _iterate(timeout, map, backend, select_style, may_block):
             _dispatch_select(ready, map, iteration, now)
         else:
             _dispatch_poll(ready, map, iteration, now)
-    scheduler.run_due()
+    ran = scheduler.run_due()
     clear_claims()
     # Inline rather than a call: this runs every iteration.
+    handled = monotonic() - wait_ended
     counts.iterations += 1
     counts.poll_seconds += wait_ended - wait_started
-    counts.handler_seconds += monotonic() - wait_ended
+    counts.handler_seconds += handled
+    # The first bucket whose bound it does not exceed (the last: above all).
+    counts.handler_buckets[bisect_left(HANDLER_BOUNDS, handled)] += 1
+    return quiet and not ready and not registry.woken and not ran
 
 
 def _stamp(obj, now):

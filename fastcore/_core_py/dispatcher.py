@@ -54,6 +54,8 @@ def _check_limit(listener):
     if paused != listener._fc_accept_paused:
         listener._fc_accept_paused = paused
         listener._mark_dirty()
+        if paused:
+            counts.accept_pauses += 1
 
 
 class DispatcherBase(Registered):

@@ -5,8 +5,13 @@ per fd: the object, its kind, and the mask given to the kernel (0: not
 registered at all). The map stays a plain dict that anyone may change:
 add_channel/del_channel tell the registry at once, other changes are found
 by a reconcile pass that compares the map with the entries, by identity,
-every iteration (the extension does it only when the dict's version tag
-moved; plain Python has no such tag).
+at every iteration that Python code other than the core's may have followed
+(the extension compares only when the dict's version tag moved; plain Python
+has no such tag). On CPython, an iteration of loop() that called none of the
+program's code is followed by none when no other thread, trace, profile or
+monitoring function, Python signal handler or garbage collection can run
+either: the next iteration does not compare (docs/design.md, "Map changes
+in the pure core").
 
 Interest of the core's own dispatchers is recomputed only when they are
 marked dirty (a property setter, a ProducerFifo turning empty or non-empty,
@@ -14,7 +19,11 @@ an event); any other object is asked readable()/writable() every iteration,
 as 3.11 asks.
 """
 
+import _signal
+import _thread
+import gc
 import os
+import sys
 from errno import EBADF
 from time import monotonic
 
@@ -42,6 +51,10 @@ POLLED = 2  # readable()/writable()/accepting asked every iteration
 _READ = POLLIN | POLLPRI
 GONE = POLLHUP | POLLERR | POLLNVAL  # the fd's peer or the fd itself is gone
 
+# Below this many entries comparing the map costs less than making sure no
+# Python code but the core's can run.
+SKIP_MIN_ENTRIES = 128
+
 _registries = {}  # id(map) -> Registry, least recently used first
 _dirty = []  # Registered objects whose interest must be recomputed
 _iteration = 0
@@ -59,6 +72,59 @@ def set_change_hook(hook):
 def notify_change():
     if _change_hook is not None:
         _change_hook()
+
+
+# -- iterations after which the map cannot have changed ------------------------
+
+# Registry.watch: how the next quiet iteration finds map changes.
+WATCH_UNKNOWN = 0  # compare, and ask only_core_code_runs() for the ones after
+WATCH_SKIPPING = 1  # no comparison: nothing but the core's code can have run
+WATCH_COMPARING = 2  # compare: other code may run (asked again after a busy one)
+
+_collections = 0  # garbage collections begun, counted where gc.callbacks has them
+
+
+def _count_collection(phase, info):
+    global _collections
+    if phase == "start":
+        _collections += 1
+
+
+# _signal's own functions: signal's wrappers make enums of every answer.
+_getsignal = getattr(_signal, "getsignal", None)
+_SIGNALS = tuple(sorted(_signal.valid_signals())) if hasattr(_signal, "valid_signals") else ()
+
+# Reference counting is what makes "the core dropped none of the program's
+# objects" mean "ran none of their finalisers" between collections.
+SKIPS_COMPARISONS = (
+    sys.implementation.name == "cpython"
+    and hasattr(gc, "callbacks")
+    and hasattr(_thread, "_count")
+    and _getsignal is not None
+    and bool(_SIGNALS)
+)
+if SKIPS_COMPARISONS:
+    gc.callbacks.append(_count_collection)
+
+
+def only_core_code_runs():
+    """True when no Python code can run in this process while the core's own
+    runs: no thread but this one started by Python, no trace or profile
+    function, no sys.monitoring tool, no signal handler written in Python.
+    (A collection is the one thing left: counted by _count_collection.)"""
+    if _thread._count() or sys.gettrace() is not None or sys.getprofile() is not None:
+        return False
+    monitoring = getattr(sys, "monitoring", None)
+    if monitoring is not None:
+        for tool in range(6):
+            if monitoring.get_tool(tool) is not None:
+                return False
+    for signum in _SIGNALS:
+        # SIG_DFL and SIG_IGN are the ints 0 and 1 here.
+        handler = _getsignal(signum)
+        if not (handler is None or type(handler) is int or handler is _signal.default_int_handler):
+            return False
+    return True
 
 
 def begin_iteration():
@@ -278,6 +344,9 @@ class Registry:
         self.classes = {}  # class of TRACKED entries -> its (readable, writable)
         self.volatile = {}  # fd -> _Entry not TRACKED, in map order
         self.unregistrations = 0  # a wait that saw one may report fds just dropped
+        self.watch = WATCH_UNKNOWN
+        self.collections = _collections  # at the last prepare after a quiet iteration
+        self.woken = False  # the last wait returned some event (the waker's too)
 
     def close(self):
         for entry in list(self.entries.values()):
@@ -513,7 +582,10 @@ class Registry:
 
     # -- one iteration -------------------------------------------------------
 
-    def prepare(self, select_style):
+    def prepare(self, select_style, quiet_before=False):
+        """Bring the kernel's registrations up to date with the map.
+        quiet_before: the last iteration of this loop() call ran none of the
+        program's code (iterated() said so). True if this call ran none."""
         self._live_poller()
         if select_style != self.select_style:
             # The exceptional-set rule for write-only interest changes.
@@ -521,10 +593,15 @@ class Registry:
             for entry in self.entries.values():
                 if entry.kind == TRACKED:
                     entry.obj._mark_dirty()
-        if not self._in_step():
+        if not quiet_before:
+            self.watch = WATCH_UNKNOWN
+            if not self._in_step():
+                self._reconcile()
+        elif not self._unchanged() and not self._in_step():
             self._reconcile()
         if self.classes:
             self._check_classes()
+        quiet = not _dirty and not self.volatile
         process_dirty()
         if self.volatile:
             for entry in list(self.volatile.values()):
@@ -532,6 +609,30 @@ class Registry:
                     self._update(entry)
             # readable()/writable() may have changed other dispatchers.
             process_dirty()
+        return quiet
+
+    def _unchanged(self):
+        """After a quiet iteration: True if the map is known to be as the
+        last comparison found it (only_core_code_runs() held at that
+        comparison, the iterations since ran none of the program's code and
+        no collection began)."""
+        collections = _collections
+        collected = collections != self.collections
+        self.collections = collections
+        if self.watch == WATCH_SKIPPING and not collected:
+            return True
+        if self.watch == WATCH_UNKNOWN or collected:
+            # Asked once a quiet stretch begins (and after a collection,
+            # whose finalisers are the program's code), for the iterations
+            # after this one: this one compares, as a thread that changed the
+            # map may have ended since the last comparison.
+            skipping = (
+                SKIPS_COMPARISONS
+                and len(self.entries) >= SKIP_MIN_ENTRIES
+                and only_core_code_runs()
+            )
+            self.watch = WATCH_SKIPPING if skipping else WATCH_COMPARING
+        return False
 
     def _poll_past_signals(self, timeout):
         """poller.poll(timeout), the waker drained. When only a signal's byte
@@ -540,6 +641,8 @@ class Registry:
         deadline = None if not timeout else monotonic() + timeout
         while True:
             events = self.poller.poll(timeout)
+            if events:
+                self.woken = True
             for fd, _ in events:
                 if fd == self.waker:
                     break
@@ -562,6 +665,7 @@ class Registry:
         stale = False
         entries = self.entries
         unregistrations = self.unregistrations
+        self.woken = False
         for fd, flags in self._poll_past_signals(timeout):
             if fd == self.waker:
                 continue

@@ -339,12 +339,15 @@ def now_if_timers():
 
 def run_due():
     """Run the timers due by now, then the callbacks handed over so far.
-    Callbacks they schedule wait for the next iteration."""
+    Callbacks they schedule wait for the next iteration. True if it took a
+    timer or a callback (and so may have run or dropped the program's code)."""
     global _cancelled_in_heap
+    took = False
     if _heap:
         now = monotonic()
         due = []
         while _heap and _heap[0][0] <= now:
+            took = True
             timer = heapq.heappop(_heap)[2]
             timer._in_heap = False
             if timer._cancelled:
@@ -357,6 +360,8 @@ def run_due():
             if not timer._cancelled:
                 timer._fire(now)
     if _soon:
+        took = True
         for _ in range(len(_soon)):
             callback, args = _soon.popleft()
             _run_callback(callback, args, None)
+    return took

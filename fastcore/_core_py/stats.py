@@ -11,6 +11,13 @@ from time import monotonic
 
 EVENT_KINDS = ("read", "write", "expt", "close", "error")
 
+# Upper bounds (seconds) of the handler-time histogram's buckets; one more
+# bucket takes the rest. Each iteration's handler time is one observation:
+# the clock reads it needs are the ones handler_seconds already makes.
+HANDLER_BOUNDS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5
+)
+
 
 class Counts:
     __slots__ = (
@@ -25,13 +32,18 @@ class Counts:
         "bytes_read",
         "bytes_written",
         "accepted",
+        "accept_pauses",  # a listener reached its connection limit
         "closed",
         "timers_run",
+        "tls_handshakes",
+        "tls_handshake_failures",
+        "handler_buckets",  # len(HANDLER_BOUNDS) + 1 counts, not cumulative
     )
 
     def __init__(self):
         for name in self.__slots__:
             setattr(self, name, 0)
+        self.handler_buckets = [0] * (len(HANDLER_BOUNDS) + 1)
 
 
 class State:
@@ -108,6 +120,11 @@ def ensure_debug():
 
 def stats_snapshot():
     """The counters, as a dict."""
+    histogram = []
+    below = 0
+    for bound, count in zip(HANDLER_BOUNDS + (float("inf"),), counts.handler_buckets):
+        below += count
+        histogram.append((bound, below))
     return {
         "iterations": counts.iterations,
         "poll_seconds": float(counts.poll_seconds),
@@ -115,9 +132,13 @@ def stats_snapshot():
         "events": {kind: getattr(counts, kind) for kind in EVENT_KINDS},
         "bytes_read": counts.bytes_read,
         "bytes_written": counts.bytes_written,
+        "handler_seconds_histogram": histogram,
         "accepted": counts.accepted,
+        "accept_pauses": counts.accept_pauses,
         "closed": counts.closed,
         "timers_run": counts.timers_run,
+        "tls_handshakes": counts.tls_handshakes,
+        "tls_handshake_failures": counts.tls_handshake_failures,
     }
 
 

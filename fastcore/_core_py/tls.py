@@ -19,6 +19,7 @@ from errno import EWOULDBLOCK
 from fastcore._common import _DISCONNECTED, POLLIN
 from fastcore._core_py.chat import ChatBase
 from fastcore._core_py.dispatcher import DispatcherBase, WithSendBase
+from fastcore._core_py.stats import counts
 
 SOCKET_READ_SIZE = 65536
 CIPHER_BACKLOG = 65536  # unsent ciphertext above which send() reports 0
@@ -219,12 +220,15 @@ class TLSLayer:
         except (ssl.SSLEOFError, ssl.SSLZeroReturnError):
             # The peer went away mid-handshake: a close, not an error (3.8
             # and 3.9 report the EOF as SSLZeroReturnError).
+            counts.tls_handshake_failures += 1
             self.owner._close_once()
             return
         except ssl.SSLError:
+            counts.tls_handshake_failures += 1
             self._flush_alert()
             raise
         self.state = OPEN
+        counts.tls_handshakes += 1
         self.owner._mark_dirty()
         self._flush()
         done = getattr(self.owner, "handle_handshake_done", None)
