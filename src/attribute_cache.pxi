@@ -1,5 +1,5 @@
 # The attributes the core reads for every message (socket, terminator, the
-# buffer sizes, max_line_length, collect_incoming_data, found_terminator),
+# buffer sizes, collect_incoming_data, found_terminator),
 # kept per dispatcher between reads where no change can go unseen.
 #
 # A value is kept when it comes from:
@@ -19,7 +19,7 @@
 
 # Interned: attribute names are, and the watcher compares them by address.
 cdef tuple _cached_names = tuple(sys.intern(name) for name in (
-    "socket", "terminator", "ac_in_buffer_size", "ac_out_buffer_size", "max_line_length",
+    "socket", "terminator", "ac_in_buffer_size", "ac_out_buffer_size",
     "collect_incoming_data", "found_terminator"))
 
 

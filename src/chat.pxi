@@ -61,14 +61,25 @@ def find_prefix_at_end(haystack, needle):
     return n
 
 
-cdef Py_ssize_t line_limit(object max_line_length) except -2:
-    """max_line_length as a byte count, -1 for None (no limit)."""
-    if max_line_length is None:
-        return -1
-    cdef Py_ssize_t limit = max_line_length    # __index__: no floats
-    if limit < 0:
-        raise ValueError("max_line_length must be None or a non-negative int, not %d" % limit)
-    return limit
+def limit_line_length(chat, n):
+    """The most bytes a line (the data before a bytes terminator) may have on
+    ``chat``; a longer one is logged and closes the connection. None lifts it."""
+    if not isinstance(chat, ChatBase):
+        raise TypeError("limit_line_length() needs an async_chat, not %r" % (chat,))
+    if n is not None:
+        if isinstance(n, bool) or not isinstance(n, int):
+            raise TypeError("the line length limit must be None or an int, not %r" % (n,))
+        if n < 0:
+            raise ValueError("the line length limit must be 0 or more, not %r" % (n,))
+    (<ChatBase>chat)._line_limit = -1 if n is None else min(n, PY_SSIZE_T_MAX)
+
+
+def get_line_length_limit(chat):
+    """The line length limit of ``chat`` (limit_line_length), or None."""
+    if not isinstance(chat, ChatBase):
+        raise TypeError("get_line_length_limit() needs an async_chat, not %r" % (chat,))
+    cdef Py_ssize_t limit = (<ChatBase>chat)._line_limit
+    return None if limit < 0 else limit
 
 
 cdef class ChatBase(DispatcherBase):
@@ -80,11 +91,13 @@ cdef class ChatBase(DispatcherBase):
     cdef object _fifo
     cdef bint _fifo_tracked
     cdef Py_ssize_t _line_len  # bytes collected since the last bytes terminator
+    cdef Py_ssize_t _line_limit  # limit_line_length(), -1 for none
     cdef bint _quiet_fifo      # push() is running: it marks the dispatcher dirty itself
 
     def __cinit__(self, *args, **kwargs):
         self._inbuf = b""
         self._inpos = 0
+        self._line_limit = -1
 
     # -- input -------------------------------------------------------------
 
@@ -210,7 +223,7 @@ cdef class ChatBase(DispatcherBase):
         return PyByteArray_AS_STRING(buf) + self._inpos
 
     cdef int close_overlong_line(self, Py_ssize_t limit) except -1:
-        self.log_info("line longer than max_line_length (%d bytes): closing the connection"
+        self.log_info("line longer than its limit (%d bytes): closing the connection"
                       % limit, "error")
         self.ac_in_buffer = b""
         self._line_len = 0
@@ -223,7 +236,7 @@ cdef class ChatBase(DispatcherBase):
         cdef const char *start
         cdef bytes needle
         cdef bint own_get_terminator = self.uses(FAST_GET_TERMINATOR)
-        cdef Py_ssize_t limit = line_limit(cached_attr(self, CACHED_MAX_LINE))
+        cdef Py_ssize_t limit = self._line_limit
         while True:
             available = Py_SIZE(self._inbuf) - self._inpos
             if available <= 0:

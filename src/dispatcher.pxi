@@ -113,11 +113,15 @@ cdef class DispatcherBase:
     cdef bint _reclassify  # readable/writable may have been replaced: kind to check
     cdef int _fast_paths   # FAST_* bits of the methods its class left to the core
     cdef unsigned int _fast_version  # the class's version tag when they were worked out
-    cdef object _timeout           # idle timeout in seconds, or None
-    cdef IdleTimer _idle_timer     # while _timeout is set and it is in a map
-    cdef object _listener          # the listener whose max_connections it counts against
+    # fastcore's additions (set_idle_timeout, limit_connections): fields with
+    # no Python name, so no name a subclass uses gets a meaning.
+    cdef object _idle_timeout      # seconds, or None
+    cdef object _on_timeout        # called with the dispatcher at its idle timeout, or None
+    cdef IdleTimer _idle_timer     # while _idle_timeout is set and it is in a map
+    cdef object _listener          # the listener whose connection limit it counts against
     cdef Py_ssize_t _connections   # as a listener: connections counting against it
-    cdef bint _accept_paused       # as a listener: at max_connections, not read
+    cdef Py_ssize_t _max_connections  # as a listener: its limit, -1 for none
+    cdef bint _accept_paused       # as a listener: at its limit, not read
     cdef TLSLayer _tls     # while TLS is on (tls.pxi): recv/send and events go through it
     cdef int _large_reads  # socket_io.h: the last direct recv was large
     cdef list _cache                  # attribute_cache.pxi: values kept, by slot
@@ -139,6 +143,7 @@ cdef class DispatcherBase:
                 watch_instance_dict(self, own)
         self._connected = False
         self._accepting = False
+        self._max_connections = -1
         defaults = getattr(type(self), "_fc_defaults", None)
         if defaults:
             for name, value in defaults.items():
@@ -168,19 +173,6 @@ cdef class DispatcherBase:
         self._is_accepting = bool(value)
         self._mark_dirty()
 
-    @property
-    def timeout(self):
-        """Idle timeout in seconds: handle_timeout() after that long with no
-        read or write event. None (the default) for none."""
-        return self._timeout
-
-    @timeout.setter
-    def timeout(self, value):
-        self._timeout = check_idle_timeout(value)
-        self.disarm_idle()
-        if self._timeout is not None and self.in_map():
-            self._idle_timer = new_idle_timer(self, self._timeout)
-
     cdef bint in_map(self):
         own = getattr(self, "__dict__")
         fd = own.get("_fileno")
@@ -192,9 +184,6 @@ cdef class DispatcherBase:
             self._idle_timer = None
             timer.cancel_timer()
         return 0
-
-    def _fc_limit_changed(self):
-        check_limit(self)
 
     cdef inline void mark_dirty(self) noexcept:
         if not self._dirty and self._entries:
@@ -293,8 +282,8 @@ cdef class DispatcherBase:
         self._close_handled = False
         if reg is not None:
             reg.note_added(fd, self, before)
-        if self._timeout is not None and self._idle_timer is None:
-            self._idle_timer = new_idle_timer(self, self._timeout)
+        if self._idle_timeout is not None and self._idle_timer is None:
+            self._idle_timer = new_idle_timer(self, self._idle_timeout)
 
     def del_channel(self, map=None):
         fd = self._fileno
@@ -456,8 +445,65 @@ cdef class DispatcherBase:
                     raise
 
 
-# max_connections: a dispatcher made on a socket its listener accepted this
+def set_idle_timeout(dispatcher, seconds, on_timeout=None):
+    """After ``seconds`` with no read or write event, call
+    ``on_timeout(dispatcher)``; without one, handle_close() (once) and then
+    close(). None clears it."""
+    if not isinstance(dispatcher, DispatcherBase):
+        raise TypeError("set_idle_timeout() needs a dispatcher, not %r" % (dispatcher,))
+    if on_timeout is not None and not callable(on_timeout):
+        raise TypeError("on_timeout must be None or callable, not %r" % (on_timeout,))
+    seconds = check_idle_timeout(seconds)
+    cdef DispatcherBase disp = <DispatcherBase>dispatcher
+    disp.disarm_idle()
+    disp._idle_timeout = seconds
+    disp._on_timeout = on_timeout if seconds is not None else None
+    if seconds is not None and disp.in_map():
+        disp._idle_timer = new_idle_timer(disp, seconds)
+
+
+def get_idle_timeout(dispatcher):
+    """The dispatcher's idle timeout in seconds (set_idle_timeout), or None."""
+    if not isinstance(dispatcher, DispatcherBase):
+        raise TypeError("get_idle_timeout() needs a dispatcher, not %r" % (dispatcher,))
+    return (<DispatcherBase>dispatcher)._idle_timeout
+
+
+cdef int idle_timeout_expired(DispatcherBase disp) except -1:
+    on_timeout = disp._on_timeout
+    if on_timeout is not None:
+        on_timeout(disp)
+    else:
+        disp.close_once()
+        disp.close()
+    return 0
+
+
+# limit_connections: a dispatcher made on a socket its listener accepted this
 # iteration counts against the listener until it leaves the map.
+
+def limit_connections(listener, n):
+    """At ``n`` connections accepted by ``listener`` and still open, it stops
+    accepting (the kernel's backlog holds the rest) until one closes. None
+    lifts the limit."""
+    if not isinstance(listener, DispatcherBase):
+        raise TypeError("limit_connections() needs a dispatcher, not %r" % (listener,))
+    if n is not None:
+        if isinstance(n, bool) or not isinstance(n, int):
+            raise TypeError("the connection limit must be None or an int, not %r" % (n,))
+        if n < 1:
+            raise ValueError("the connection limit must be 1 or more, not %r" % (n,))
+    (<DispatcherBase>listener)._max_connections = -1 if n is None else min(n, PY_SSIZE_T_MAX)
+    check_limit(<DispatcherBase>listener)
+
+
+def get_connection_limit(listener):
+    """The listener's connection limit (limit_connections), or None."""
+    if not isinstance(listener, DispatcherBase):
+        raise TypeError("get_connection_limit() needs a dispatcher, not %r" % (listener,))
+    cdef Py_ssize_t limit = (<DispatcherBase>listener)._max_connections
+    return None if limit < 0 else limit
+
 
 cdef int link_to_listener(DispatcherBase obj, object sock) except -1:
     claim = _claims.pop(obj._fileno, None)
@@ -478,8 +524,8 @@ cdef int unlink_from_listener(DispatcherBase obj) except -1:
 
 cdef int check_limit(DispatcherBase listener) except -1:
     # At the limit a listener is not read: the kernel's backlog holds the rest.
-    limit = listener.max_connections
-    cdef bint paused = limit is not None and listener._connections >= limit
+    cdef Py_ssize_t limit = listener._max_connections
+    cdef bint paused = limit >= 0 and listener._connections >= limit
     if paused != listener._accept_paused:
         listener._accept_paused = paused
         listener.mark_dirty()

@@ -392,7 +392,7 @@ cdef class Registry:
             writable = disp._tls.write_interest(writable)
         # After handle_close ran, a dispatcher left in the map is no longer
         # read: a pending EOF would otherwise wake the loop forever.
-        # A listener at max_connections is not read either.
+        # A listener at its connection limit is not read either.
         self.set_interest(entry, interest_mask(
             not disp._close_handled and not disp._accept_paused, writable, self.style))
         return 0

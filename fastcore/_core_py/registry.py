@@ -88,7 +88,7 @@ class Registered:
     _fc_readable = None
     _fc_writable = None
     _fc_new_socket = False  # socket assigned since the last registration
-    _fc_accept_paused = False  # a listener at its max_connections: not read
+    _fc_accept_paused = False  # a listener at its connection limit: not read
 
     def _mark_dirty(self):
         if not self._fc_dirty and self._fc_entries:
@@ -467,7 +467,7 @@ class Registry:
         if isinstance(obj, Registered) and (obj._fc_close_handled or obj._fc_accept_paused):
             # Its close was handled but it stays in the map: reading it any
             # more would only report the same EOF forever. Or a listener at
-            # max_connections: the kernel's backlog holds the rest.
+            # its connection limit: the kernel's backlog holds the rest.
             readable = False
         mask = _READ if readable else 0
         if writable:
