@@ -58,6 +58,8 @@ loop = _core.loop
 
 class dispatcher(_core.DISPATCHER_BASE):
     debug = False
+    connected = False
+    accepting = False
     connecting = False
     closing = False
     addr = None

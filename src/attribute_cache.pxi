@@ -1,5 +1,6 @@
 # The attributes the core reads for every message (socket, terminator, the
-# buffer sizes, collect_incoming_data, found_terminator),
+# buffer sizes, collect_incoming_data, found_terminator, and the state its
+# interest follows: connected, accepting, out_buffer),
 # kept per dispatcher between reads where no change can go unseen.
 #
 # A value is kept when it comes from:
@@ -20,7 +21,7 @@
 # Interned: attribute names are, and the watcher compares them by address.
 cdef tuple _cached_names = tuple(sys.intern(name) for name in (
     "socket", "terminator", "ac_in_buffer_size", "ac_out_buffer_size",
-    "collect_incoming_data", "found_terminator"))
+    "collect_incoming_data", "found_terminator", "connected", "accepting", "out_buffer"))
 
 
 cdef extern from "Python.h":

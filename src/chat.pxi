@@ -82,6 +82,7 @@ def get_line_length_limit(chat):
     return None if limit < 0 else limit
 
 
+@cython.auto_pickle(False)   # copied and pickled as 3.11's: __getstate__
 cdef class ChatBase(DispatcherBase):
     # Unread input is _inbuf[_inpos:]. _inbuf is the bytes a read returned,
     # scanned where it lies while nothing else is unread, or a bytearray of
@@ -98,6 +99,15 @@ cdef class ChatBase(DispatcherBase):
         self._inbuf = b""
         self._inpos = 0
         self._line_limit = -1
+        # Class attributes a subclass gave to producer_fifo/ac_in_buffer (moved
+        # aside by the facade's __init_subclass__) become the instance's
+        # values. Here, not in DispatcherBase's __cinit__: Cython sets this
+        # class's fields after the base's __cinit__ returns, over any value
+        # stored by then.
+        defaults = getattr(type(self), "_fc_defaults", None)
+        if defaults:
+            for name, value in defaults.items():
+                setattr(self, name, value)
 
     # -- input -------------------------------------------------------------
 
@@ -373,7 +383,7 @@ cdef class ChatBase(DispatcherBase):
         return 1
 
     def writable(self):
-        return self._fifo or (not self._connected)
+        return self._fifo or (not self.connected)
 
     def close_when_done(self):
         self.fifo_append(None)
@@ -384,7 +394,7 @@ cdef class ChatBase(DispatcherBase):
     cdef int send_some(self) except -1:
         cdef Py_ssize_t num_sent, obs
         cdef bint plain_send = self.uses(FAST_SEND)
-        while self._fifo and self._is_connected:
+        while self._fifo and self.is_connected():
             fifo = self._fifo
             first = fifo[0]
             if not first:
@@ -440,6 +450,29 @@ cdef class ChatBase(DispatcherBase):
                     self.fifo_popleft()
             return 0
         return 0
+
+    def __getstate__(self):
+        # 3.11's async_chat keeps these two in its instance dict.
+        state = dict(PyObject_GenericGetDict(self, NULL))
+        state["ac_in_buffer"] = self.ac_in_buffer
+        if self._fifo is not None:
+            state["producer_fifo"] = self._fifo
+        return state
+
+    def __setstate__(self, state):
+        # What copy and pickle do without a __setstate__ (the instance dict
+        # updated), with the names kept in C fields set as attributes.
+        if isinstance(state, tuple) and len(state) == 2:
+            state, slots = state
+            for name, value in (slots or {}).items():
+                setattr(self, name, value)
+        if state:
+            own = PyObject_GenericGetDict(self, NULL)
+            for name, value in state.items():
+                if name in FIELD_NAMES:
+                    setattr(self, name, value)
+                else:
+                    own[name] = value
 
     def discard_buffers(self):
         self.ac_in_buffer = b""

@@ -6,6 +6,8 @@ One compilation unit (as uvloop's loop.pyx): the parts below are included.
 fastcore/_core_py/ is the pure-Python twin of the same design.
 """
 
+cimport cython
+
 import collections
 import logging
 import os
@@ -53,6 +55,7 @@ from fastcore._common import (
     POLLNVAL,
     POLLOUT,
     POLLPRI,
+    FIELD_NAMES,
     ProducerFifo,
     _reraised_exceptions,
     _strerror,
@@ -119,7 +122,12 @@ cdef enum:
     CACHED_OUT_SIZE = 3
     CACHED_COLLECT = 4
     CACHED_FOUND = 5
-    CACHED_SLOTS = 6
+    CACHED_CONNECTED = 6
+    CACHED_ACCEPTING = 7
+    CACHED_OUT_BUFFER = 8
+    CACHED_SLOTS = 9
+    # The slots whose names decide a tracked dispatcher's interest.
+    CACHED_INTEREST = (1 << CACHED_CONNECTED) | (1 << CACHED_ACCEPTING) | (1 << CACHED_OUT_BUFFER)
     CACHED_METHODS = (1 << CACHED_COLLECT) | (1 << CACHED_FOUND)
 
 

@@ -1,9 +1,11 @@
 # DispatcherBase and WithSendBase: the hot half of asyncore.dispatcher and
 # dispatcher_with_send. The facade (fastcore/asyncore.py) adds the rest.
 #
-# connected/accepting/out_buffer live in C fields behind properties: setting
-# one queues the dispatcher for an interest recompute, so the loop never has
-# to call readable()/writable() of these classes.
+# connected/accepting/out_buffer are plain attributes, as in 3.11: the loop
+# hears of their assignment (assignments.pxi) or of a change to the class
+# (Registry.check_classes) and recomputes the interest then, so it never has
+# to call readable()/writable() of these classes. It reads them through the
+# attribute cache.
 
 
 # socket.socket's own recv and send, called with the socket: no method lookup
@@ -94,14 +96,11 @@ cdef object direct_send(object sock, object data):
         PyBuffer_Release(&view)
 
 
+@cython.auto_pickle(False)   # copied and pickled as 3.11's: __getstate__
 cdef class DispatcherBase:
     # No __dict__ here: the facade's Python subclasses get the interpreter's
     # own (managed) instance dict, which its attribute caches work with.
     cdef object __weakref__
-    cdef object _connected
-    cdef object _accepting
-    cdef bint _is_connected
-    cdef bint _is_accepting
     cdef bint _dirty
     cdef bint _close_handled
     cdef unsigned long _close_iteration
@@ -141,37 +140,24 @@ cdef class DispatcherBase:
             PyObject_GenericSetDict(self, own, NULL)
             if _dict_watcher >= 0:
                 watch_instance_dict(self, own)
-        self._connected = False
-        self._accepting = False
         self._max_connections = -1
-        defaults = getattr(type(self), "_fc_defaults", None)
-        if defaults:
-            for name, value in defaults.items():
-                setattr(self, name, value)
 
     def __dealloc__(self):
         if self._watched_dict:
             forget_instance_dict(self)
 
-    @property
-    def connected(self):
-        return self._connected
+    def __getstate__(self):
+        # What copy and pickle take of a 3.11 dispatcher: its instance dict.
+        # The C fields are the loop's bookkeeping of this object (its map
+        # entries, timers, TLS), which a copy does not share.
+        own = PyObject_GenericGetDict(self, NULL)
+        return own if own else None
 
-    @connected.setter
-    def connected(self, value):
-        self._connected = value
-        self._is_connected = bool(value)
-        self._mark_dirty()
+    cdef inline bint is_connected(self) except -1:
+        return cached_attr(self, CACHED_CONNECTED)
 
-    @property
-    def accepting(self):
-        return self._accepting
-
-    @accepting.setter
-    def accepting(self, value):
-        self._accepting = value
-        self._is_accepting = bool(value)
-        self._mark_dirty()
+    cdef inline bint is_accepting(self) except -1:
+        return cached_attr(self, CACHED_ACCEPTING)
 
     cdef bint in_map(self):
         own = getattr(self, "__dict__")
@@ -203,7 +189,7 @@ cdef class DispatcherBase:
             self._reclassify = True
         if kind & ASSIGNED_SOCKET:
             self._new_socket = True
-        if kind & (ASSIGNED_METHOD | ASSIGNED_SOCKET):
+        if kind & (ASSIGNED_METHOD | ASSIGNED_SOCKET | ASSIGNED_INTEREST):
             self.mark_dirty()
         return 0
 
@@ -217,7 +203,7 @@ cdef class DispatcherBase:
             self._reclassify = True
         if kind & ASSIGNED_SOCKET:
             self._new_socket = True
-        if kind & (ASSIGNED_METHOD | ASSIGNED_SOCKET):
+        if kind & (ASSIGNED_METHOD | ASSIGNED_SOCKET | ASSIGNED_INTEREST):
             self.mark_dirty()
         return 0
 
@@ -333,10 +319,10 @@ cdef class DispatcherBase:
         self.read_event()
 
     cdef int read_event(self) except -1:
-        if self._is_accepting:
+        if self.is_accepting():
             self.handle_accept()
             return 0
-        if not self._is_connected and self.connecting:
+        if not self.is_connected() and self.connecting:
             self.handle_connect_event()
         if self.uses(FAST_HANDLE_READ):
             (<ChatBase>self).chat_read()
@@ -356,9 +342,9 @@ cdef class DispatcherBase:
         self.write_event()
 
     cdef int write_event(self) except -1:
-        if self._is_accepting:
+        if self.is_accepting():
             return 0
-        if not self._is_connected:
+        if not self.is_connected():
             if self.connecting:
                 self.handle_connect_event()
         if self.uses(FAST_HANDLE_WRITE):
@@ -428,7 +414,7 @@ cdef class DispatcherBase:
         return data
 
     def close(self):
-        if self._is_connected:
+        if self.is_connected():
             _stats.closed += 1
         if self._tls is not None:
             self._tls.close_notify()
@@ -532,36 +518,24 @@ cdef int check_limit(DispatcherBase listener) except -1:
     return 0
 
 
+@cython.auto_pickle(False)   # copied and pickled as 3.11's: __getstate__
 cdef class WithSendBase(DispatcherBase):
-    cdef object _out_buffer
-    cdef bint _has_output
 
-    def __cinit__(self, *args, **kwargs):
-        if self._out_buffer is None:
-            self._out_buffer = b""
-
-    @property
-    def out_buffer(self):
-        return self._out_buffer
-
-    @out_buffer.setter
-    def out_buffer(self, value):
-        self._out_buffer = value
-        self._has_output = len(value) > 0
-        self.mark_dirty()
+    cdef bint has_output(self) except -1:
+        return len(cached_attr(self, CACHED_OUT_BUFFER)) > 0
 
     def initiate_send(self):
-        num_sent = DispatcherBase.send(self, self._out_buffer[:65536])
-        self.out_buffer = self._out_buffer[num_sent:]
+        num_sent = DispatcherBase.send(self, self.out_buffer[:65536])
+        self.out_buffer = self.out_buffer[num_sent:]
 
     def handle_write(self):
         self.initiate_send()
 
     def writable(self):
-        return (not self._connected) or len(self._out_buffer)
+        return (not self.connected) or len(self.out_buffer)
 
     def send(self, data):
         if self.debug:
             self.log_info("sending %s" % repr(data))
-        self.out_buffer = self._out_buffer + data
+        self.out_buffer = self.out_buffer + data
         self.initiate_send()

@@ -10,7 +10,7 @@ after every send.
 """
 
 
-from fastcore._common import ProducerFifo
+from fastcore._common import FIELD_NAMES, ProducerFifo
 from fastcore._core_py.dispatcher import DispatcherBase
 
 
@@ -193,6 +193,29 @@ class ChatBase(DispatcherBase):
                     self._consume(available - partial)
                 return
 
+    def __getstate__(self):
+        # 3.11's async_chat keeps these two in its instance dict.
+        state = super().__getstate__() or {}
+        state["ac_in_buffer"] = self.ac_in_buffer
+        if self._fc_producer_fifo is not None:
+            state["producer_fifo"] = self._fc_producer_fifo
+        return state
+
+    def __setstate__(self, state):
+        # What copy and pickle do without a __setstate__ (the instance dict
+        # updated), with the names kept behind properties set as attributes.
+        if isinstance(state, tuple) and len(state) == 2:
+            state, slots = state
+            for name, value in (slots or {}).items():
+                setattr(self, name, value)
+        if state:
+            own = self.__dict__
+            for name, value in state.items():
+                if name in FIELD_NAMES:
+                    setattr(self, name, value)
+                else:
+                    own[name] = value
+
     # -- output --------------------------------------------------------------
 
     @property
@@ -209,7 +232,7 @@ class ChatBase(DispatcherBase):
         self._mark_dirty()
 
     def _fc_write_interest(self):
-        return not self._fc_accepting and (bool(self._fc_producer_fifo) or not self._fc_connected)
+        return not self.accepting and (bool(self._fc_producer_fifo) or not self.connected)
 
     def handle_write(self):
         self.initiate_send()

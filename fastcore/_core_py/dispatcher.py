@@ -1,9 +1,10 @@
 """DispatcherBase and WithSendBase: the hot half of asyncore's dispatcher and
 dispatcher_with_send; the facade (fastcore/asyncore.py) adds the rest.
 
-connected, accepting and out_buffer are properties: setting one marks the
-dispatcher dirty, so the registry recomputes its interest without calling
-readable()/writable().
+connected, accepting and out_buffer are plain attributes, as in 3.11:
+assigning one marks the dispatcher dirty (Registered.__setattr__), and a
+change to the class is found by the registry's class check, so the registry
+recomputes the interest without calling readable()/writable().
 """
 
 from errno import EBADF, ENOTCONN, EWOULDBLOCK
@@ -105,8 +106,6 @@ def get_connection_limit(listener):
 
 
 class DispatcherBase(Registered):
-    _fc_connected = False
-    _fc_accepting = False
     # fastcore's additions (set_idle_timeout, limit_connections): _fc_ names,
     # so no name a subclass uses gets a meaning.
     _fc_idle_timeout = None
@@ -126,24 +125,6 @@ class DispatcherBase(Registered):
             for name, value in defaults.items():
                 setattr(self, name, value)
         return self
-
-    @property
-    def connected(self):
-        return self._fc_connected
-
-    @connected.setter
-    def connected(self, value):
-        self._fc_connected = value
-        self._mark_dirty()
-
-    @property
-    def accepting(self):
-        return self._fc_accepting
-
-    @accepting.setter
-    def accepting(self, value):
-        self._fc_accepting = value
-        self._mark_dirty()
 
     def _fc_in_map(self):
         own = self.__dict__
@@ -174,7 +155,7 @@ class DispatcherBase(Registered):
     _fc_writable = writable
 
     def _fc_write_interest(self):
-        return not self._fc_accepting
+        return not self.accepting
 
     def add_channel(self, map=None):
         if map is None:
@@ -292,7 +273,7 @@ class DispatcherBase(Registered):
         return data
 
     def close(self):
-        if self._fc_connected:
+        if self.connected:
             counts.closed += 1
         if self._fc_tls is not None:
             self._fc_tls.close_notify()
@@ -310,16 +291,12 @@ class DispatcherBase(Registered):
 
 
 class WithSendBase(DispatcherBase):
-    _fc_out_buffer = b""
-
     @property
-    def out_buffer(self):
-        return self._fc_out_buffer
-
-    @out_buffer.setter
-    def out_buffer(self, value):
-        self._fc_out_buffer = value
-        self._mark_dirty()
+    def _fc_interest_stable(self):
+        # An out_buffer that is not bytes (a bytearray grows in place) can
+        # change unseen: such a dispatcher's interest is recomputed every
+        # iteration.
+        return type(getattr(self, "out_buffer", b"")) is bytes
 
     def initiate_send(self):
         num_sent = DispatcherBase.send(self, self.out_buffer[:65536])
@@ -334,7 +311,7 @@ class WithSendBase(DispatcherBase):
     _fc_writable = writable
 
     def _fc_write_interest(self):
-        return not self._fc_accepting and (not self._fc_connected or len(self._fc_out_buffer) > 0)
+        return not self.accepting and (not self.connected or len(self.out_buffer) > 0)
 
     def send(self, data):
         if self.debug:
