@@ -148,10 +148,12 @@ cdef class HookedDispatcherBase(DispatcherBase):
     facade's base where there are no dict watchers (before CPython 3.12)."""
 
     def __setattr__(self, name, value):
-        store_keeping_versions(self, name, value)
+        cdef bint plain = store_keeping_versions(self, name, value)
         cdef int kind = name_kind(<PyObject *>name)
         if kind:
             self.note_assigned(kind)
+            if plain and kind >> CACHED_SHIFT:
+                keep_stored(self, kind, value)
 
     def __delattr__(self, name):
         generic_delattr(self, name, NULL)

@@ -524,18 +524,22 @@ cdef class WithSendBase(DispatcherBase):
     cdef bint has_output(self) except -1:
         return len(cached_attr(self, CACHED_OUT_BUFFER)) > 0
 
+    # 3.11's code; the reads go through the attribute cache, the stores
+    # through the type's setattr (which reports them), and the send is
+    # DispatcherBase.send's.
     def initiate_send(self):
-        num_sent = DispatcherBase.send(self, self.out_buffer[:65536])
-        self.out_buffer = self.out_buffer[num_sent:]
+        num_sent = self.sock_send(cached_attr(self, CACHED_OUT_BUFFER)[:65536])
+        self.out_buffer = cached_attr(self, CACHED_OUT_BUFFER)[num_sent:]
 
     def handle_write(self):
         self.initiate_send()
 
     def writable(self):
-        return (not self.connected) or len(self.out_buffer)
+        return (not cached_attr(self, CACHED_CONNECTED)) or \
+            len(cached_attr(self, CACHED_OUT_BUFFER))
 
     def send(self, data):
         if self.debug:
             self.log_info("sending %s" % repr(data))
-        self.out_buffer = self.out_buffer + data
+        self.out_buffer = cached_attr(self, CACHED_OUT_BUFFER) + data
         self.initiate_send()
