@@ -462,3 +462,22 @@ def loop_after_each_step(asyncore, use_poll):
 def test_the_loop_reads_them_as_the_reference_does(asyncore, ref_asyncore, use_poll):
     assert loop_after_each_step(asyncore, use_poll) == loop_after_each_step(ref_asyncore,
                                                                             use_poll)
+
+
+def test_close_reads_no_state_the_reference_does_not(asyncore, ref_asyncore):
+    """close() counts closed connections (fastcore.stats) without failing
+    where 3.11's close(), which only assigns connected, does not: a
+    connected whose reading raises changes nothing."""
+    def no_reading(error):
+        def get(self):
+            raise error("no reading")
+        return property(get, lambda self, value: None)
+
+    def outcome(mod):
+        results = []
+        for error in (ZeroDivisionError, AttributeError):
+            cls = type("Odd", (mod.dispatcher,), {"connected": no_reading(error)})
+            results.append(attempt(cls(map={}).close))
+        return results
+
+    assert outcome(asyncore) == outcome(ref_asyncore) == ["ok", "ok"]
