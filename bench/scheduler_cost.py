@@ -53,11 +53,11 @@ def main():
 
     def no_timers():
         for d in dispatchers:
-            d.timeout = None
+            fastcore.set_idle_timeout(d, None)
 
     def idle_timeouts():
         for d in dispatchers:
-            d.timeout = 3600
+            fastcore.set_idle_timeout(d, 3600)
 
     timers = []
 

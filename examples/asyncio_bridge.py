@@ -23,7 +23,7 @@ class LineHandler(asynchat.async_chat):
     def __init__(self, sock, map):
         super().__init__(sock, map=map)
         self.set_terminator(b"\n")
-        self.set_timeout(10)  # idle connections are closed
+        fastcore.set_idle_timeout(self, 10)  # idle connections are closed
         self.parts = []
 
     def collect_incoming_data(self, data):

@@ -21,9 +21,15 @@ __all__ = [
     "call_later",
     "call_soon_threadsafe",
     "default_backend",
+    "get_connection_limit",
+    "get_idle_timeout",
+    "get_line_length_limit",
     "install",
+    "limit_connections",
+    "limit_line_length",
     "run_in_executor",
     "serve_forever",
+    "set_idle_timeout",
     "__version__",
 ]
 
@@ -32,6 +38,15 @@ Timer = core.Timer
 call_later = core.call_later
 call_every = core.call_every
 call_soon_threadsafe = core.call_soon_threadsafe
+
+# Idle timeouts and limits: fastcore's own functions, so that no attribute
+# name a subclass of dispatcher/async_chat may use gets a meaning.
+set_idle_timeout = core.set_idle_timeout
+get_idle_timeout = core.get_idle_timeout
+limit_connections = core.limit_connections
+get_connection_limit = core.get_connection_limit
+limit_line_length = core.limit_line_length
+get_line_length_limit = core.get_line_length_limit
 
 
 def default_backend():

@@ -161,30 +161,19 @@ class ProducerFifo(deque):
         self._changed(False)
 
 
-# Attributes that are properties (the core's C fields, or checked when set:
-# see docs/design.md). A subclass that sets one of them as a plain class
-# attribute has it moved into ``cls._fc_defaults`` so that it does not hide
-# the property.
-FIELD_NAMES = frozenset(
-    {
-        "connected",
-        "accepting",
-        "out_buffer",
-        "producer_fifo",
-        "ac_in_buffer",
-        "timeout",
-        "max_connections",
-    }
-)
+# Attributes that are properties (the core's C fields: see docs/design.md).
+# A subclass that sets one of them as a plain class attribute has it moved
+# into ``cls._fc_defaults`` so that it does not hide the property.
+FIELD_NAMES = frozenset({"producer_fifo", "ac_in_buffer"})
 
 
 def check_idle_timeout(value):
-    """A dispatcher's ``timeout``: None, or a number of seconds above 0."""
+    """An idle timeout (set_idle_timeout): None, or a number of seconds above 0."""
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError("timeout must be None or a number of seconds, not %r" % (value,))
+        raise TypeError("an idle timeout must be None or a number of seconds, not %r" % (value,))
     value = float(value)
     if not value > 0:  # NaN too
-        raise ValueError("timeout must be more than 0 seconds, not %r" % (value,))
+        raise ValueError("an idle timeout must be more than 0 seconds, not %r" % (value,))
     return value

@@ -24,10 +24,6 @@ class async_chat(_core.ChatBase, asyncore.dispatcher):
     use_encoding = 0
     encoding = "latin-1"
 
-    # fastcore extension, off by default: the most bytes a line (the data before a
-    # bytes terminator) may have; a longer one closes the connection with a logged reason.
-    max_line_length = None
-
     def __init__(self, sock=None, map=None):
         self.ac_in_buffer = b""
         self.incoming = []

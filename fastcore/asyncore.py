@@ -58,11 +58,12 @@ loop = _core.loop
 
 class dispatcher(_core.DISPATCHER_BASE):
     debug = False
+    connected = False
+    accepting = False
     connecting = False
     closing = False
     addr = None
     ignore_log_types = frozenset({"warning"})
-    _max_connections = None
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -135,28 +136,6 @@ class dispatcher(_core.DISPATCHER_BASE):
         warnings.warn(msg, DeprecationWarning, stacklevel=2)
         return retattr
 
-    @property
-    def max_connections(self):
-        """As a listener: the most connections accepted by it and still open
-        (None: no limit). At the limit it stops accepting; the kernel's
-        backlog holds the rest until connections close."""
-        return self._max_connections
-
-    @max_connections.setter
-    def max_connections(self, value):
-        if value is not None:
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise TypeError("max_connections must be None or an int, not %r" % (value,))
-            if value < 1:
-                raise ValueError("max_connections must be 1 or more, not %r" % (value,))
-        self._max_connections = value
-        self._fc_limit_changed()
-
-    def set_timeout(self, seconds):
-        """Idle timeout: handle_timeout() after ``seconds`` with no read or
-        write event (None: never). The same as setting ``timeout``."""
-        self.timeout = seconds
-
     def create_socket(self, family=socket.AF_INET, type=socket.SOCK_STREAM):
         self.family_and_type = family, type
         sock = socket.socket(family, type)
@@ -208,8 +187,7 @@ class dispatcher(_core.DISPATCHER_BASE):
                 raise
         else:
             _core.count_accepted()
-            if self._max_connections is not None:
-                _core.claim_connection(self, conn)
+            _core.claim_connection(self, conn)
             return conn, addr
 
     def log(self, message):
@@ -257,10 +235,6 @@ class dispatcher(_core.DISPATCHER_BASE):
 
     def handle_close(self):
         self.log_info("unhandled close event", "warning")
-        self.close()
-
-    def handle_timeout(self):
-        # No read or write event for `timeout` seconds.
         self.close()
 
 

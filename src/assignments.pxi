@@ -5,6 +5,7 @@
 #     is off for the instance;
 #   - socket: the new socket may have the old one's fd number, and so must be
 #     registered with the kernel again;
+#   - connected, accepting, out_buffer: the interest is recomputed;
 #   - an attribute whose value attribute_cache.pxi keeps: it is forgotten.
 # On CPython 3.12+ a dict watcher on each instance dict reports them, so the
 # facade's classes keep the interpreter's own attribute stores, which it
@@ -29,9 +30,11 @@ cdef extern from "dict_watch.h":
 cdef enum:
     ASSIGNED_METHOD = 1   # a name in _WATCHED_METHODS
     ASSIGNED_SOCKET = 2
+    ASSIGNED_INTEREST = 4  # connected, accepting, out_buffer: the interest follows them
     CACHED_SHIFT = 8      # bits from here on: the name's attribute_cache.pxi slot
     # The dict was cleared or filled at once: all of the above.
-    ASSIGNED_ANY = ASSIGNED_METHOD | ASSIGNED_SOCKET | (((1 << CACHED_SLOTS) - 1) << CACHED_SHIFT)
+    ASSIGNED_ANY = ASSIGNED_METHOD | ASSIGNED_SOCKET | ASSIGNED_INTEREST | \
+        (((1 << CACHED_SLOTS) - 1) << CACHED_SHIFT)
 
 
 cdef dict _watched_kinds = {}   # watched name -> its ASSIGNED_* bits
@@ -40,6 +43,8 @@ for _name in _WATCHED_METHODS:
 _watched_kinds[sys.intern("socket")] = ASSIGNED_SOCKET
 for _i, _name in enumerate(_cached_names):
     _watched_kinds[_name] = _watched_kinds.get(_name, 0) | (1 << (_i + CACHED_SHIFT))
+    if (1 << _i) & CACHED_INTEREST:
+        _watched_kinds[_name] |= ASSIGNED_INTEREST
 
 # The watched names, interned (attribute names are), and their kinds, in an
 # open-addressing table keyed by address: the watcher looks up the key of
@@ -145,16 +150,19 @@ cdef int check_instance_dict(DispatcherBase disp) except -1:
 
 
 @cython.binding(False)
+@cython.auto_pickle(False)   # copied and pickled as 3.11's: __getstate__
 cdef class HookedDispatcherBase(DispatcherBase):
     """DispatcherBase with a tp_setattro that reports the assignments: the
     facade's base where there are no dict watchers (before CPython 3.12)."""
 
     def __setattr__(self, name, value):
-        store_keeping_versions(self, name, value)
+        cdef bint plain = store_keeping_versions(self, name, value)
         cdef int kind = name_kind(<PyObject *>name)
         if kind:
             self.note_assigned(kind)
             announce_recorded()
+            if plain and kind >> CACHED_SHIFT:
+                keep_stored(self, kind, value)
 
     def __delattr__(self, name):
         generic_delattr(self, name, NULL)

@@ -1,5 +1,6 @@
 # The attributes the core reads for every message (socket, terminator, the
-# buffer sizes, max_line_length, collect_incoming_data, found_terminator),
+# buffer sizes, collect_incoming_data, found_terminator, and the state its
+# interest follows: connected, accepting, out_buffer),
 # kept per dispatcher between reads where no change can go unseen.
 #
 # A value is kept when it comes from:
@@ -19,8 +20,8 @@
 
 # Interned: attribute names are, and the watcher compares them by address.
 cdef tuple _cached_names = tuple(sys.intern(name) for name in (
-    "socket", "terminator", "ac_in_buffer_size", "ac_out_buffer_size", "max_line_length",
-    "collect_incoming_data", "found_terminator"))
+    "socket", "terminator", "ac_in_buffer_size", "ac_out_buffer_size",
+    "collect_incoming_data", "found_terminator", "connected", "accepting", "out_buffer"))
 
 
 cdef extern from "Python.h":
@@ -65,7 +66,8 @@ cdef bint still_kept(DispatcherBase disp, int slot, PyObject *own) except -1:
 
 
 cdef int store_keeping_versions(DispatcherBase disp, object name, object value) except -1:
-    """PyObject_GenericSetAttr(disp, name, value) for HookedDispatcherBase.
+    """PyObject_GenericSetAttr(disp, name, value) for HookedDispatcherBase;
+    1 if it was one plain instance dict store, else 0.
 
     When the store is one plain instance dict store (no data descriptor on the
     class, the old value held until after it so that no finaliser runs in
@@ -78,12 +80,14 @@ cdef int store_keeping_versions(DispatcherBase disp, object name, object value) 
     cdef uint64_t before, after
     cdef int slot
     if not disp._cache_bits or not PyUnicode_CheckExact(name):
-        return PyObject_GenericSetAttr(disp, name, value)
+        PyObject_GenericSetAttr(disp, name, value)
+        return 0
     descr = _PyType_Lookup(Py_TYPE(disp), name)
     where = _PyObject_GetDictPtr(disp)
     if (descr is not NULL and Py_TYPE(<object>descr).tp_descr_set is not NULL) or \
             where is NULL or where[0] is NULL:
-        return PyObject_GenericSetAttr(disp, name, value)
+        PyObject_GenericSetAttr(disp, name, value)
+        return 0
     own = <object>where[0]
     cdef PyObject *old = PyDict_GetItem(own, name)
     replaced = <object>old if old is not NULL else None   # released after the versions
@@ -93,6 +97,33 @@ cdef int store_keeping_versions(DispatcherBase disp, object name, object value) 
     for slot in range(CACHED_SLOTS):
         if disp._cache_dict_versions[slot] == before:
             disp._cache_dict_versions[slot] = after
+    return 1
+
+
+cdef int keep_stored(DispatcherBase disp, int kind, object value) except -1:
+    """After HookedDispatcherBase.__setattr__ stored a kept name as one plain
+    instance dict store (store_keeping_versions() said so): the value stored
+    is kept, so the next read is no lookup (out_buffer is stored twice per
+    send)."""
+    cdef int slot = 0
+    while slot < CACHED_SLOTS and not (kind >> CACHED_SHIFT) & (1 << slot):
+        slot += 1
+    cdef unsigned int version = fc_type_version(type(disp))
+    if slot == CACHED_SLOTS or disp._cache is None or version == 0 \
+            or version != disp._cache_version or not disp.class_paths() & FAST_GENERIC_LOOKUP:
+        return 0
+    cdef PyObject **where = _PyObject_GetDictPtr(disp)
+    if where is NULL or where[0] is NULL or <Py_ssize_t>where[0] != disp._cache_dict:
+        return 0
+    own = <object>where[0]
+    if PyDict_GetItem(own, <object>PyTuple_GET_ITEM(_cached_names, slot)) != <PyObject *>value:
+        return 0   # the old value's finaliser stored another since
+    disp._cache[slot] = value
+    cdef unsigned int bit = 1 << slot
+    disp._cache_bits |= bit
+    disp._cache_unbound &= ~bit
+    disp._cache_in_dict |= bit
+    disp._cache_dict_versions[slot] = fc_dict_version(own)
     return 0
 
 

@@ -61,17 +61,29 @@ def find_prefix_at_end(haystack, needle):
     return n
 
 
-cdef Py_ssize_t line_limit(object max_line_length) except -2:
-    """max_line_length as a byte count, -1 for None (no limit)."""
-    if max_line_length is None:
-        return -1
-    cdef Py_ssize_t limit = max_line_length    # __index__: no floats
-    if limit < 0:
-        raise ValueError("max_line_length must be None or a non-negative int, not %d" % limit)
-    return limit
+def limit_line_length(chat, n):
+    """The most bytes a line (the data before a bytes terminator) may have on
+    ``chat``; a longer one is logged and closes the connection. None lifts it."""
+    if not isinstance(chat, ChatBase):
+        raise TypeError("limit_line_length() needs an async_chat, not %r" % (chat,))
+    if n is not None:
+        if isinstance(n, bool) or not isinstance(n, int):
+            raise TypeError("the line length limit must be None or an int, not %r" % (n,))
+        if n < 0:
+            raise ValueError("the line length limit must be 0 or more, not %r" % (n,))
+    (<ChatBase>chat)._line_limit = -1 if n is None else min(n, PY_SSIZE_T_MAX)
+
+
+def get_line_length_limit(chat):
+    """The line length limit of ``chat`` (limit_line_length), or None."""
+    if not isinstance(chat, ChatBase):
+        raise TypeError("get_line_length_limit() needs an async_chat, not %r" % (chat,))
+    cdef Py_ssize_t limit = (<ChatBase>chat)._line_limit
+    return None if limit < 0 else limit
 
 
 @cython.binding(False)
+@cython.auto_pickle(False)   # copied and pickled as 3.11's: __getstate__
 cdef class ChatBase(DispatcherBase):
     # Unread input is _inbuf[_inpos:]. _inbuf is the bytes a read returned,
     # scanned where it lies while nothing else is unread, or a bytearray of
@@ -81,11 +93,22 @@ cdef class ChatBase(DispatcherBase):
     cdef object _fifo
     cdef bint _fifo_tracked
     cdef Py_ssize_t _line_len  # bytes collected since the last bytes terminator
+    cdef Py_ssize_t _line_limit  # limit_line_length(), -1 for none
     cdef bint _quiet_fifo      # push() is running: it marks the dispatcher dirty itself
 
     def __cinit__(self, *args, **kwargs):
         self._inbuf = b""
         self._inpos = 0
+        self._line_limit = -1
+        # Class attributes a subclass gave to producer_fifo/ac_in_buffer (moved
+        # aside by the facade's __init_subclass__) become the instance's
+        # values. Here, not in DispatcherBase's __cinit__: Cython sets this
+        # class's fields after the base's __cinit__ returns, over any value
+        # stored by then.
+        defaults = getattr(type(self), "_fc_defaults", None)
+        if defaults:
+            for name, value in defaults.items():
+                setattr(self, name, value)
 
     # -- input -------------------------------------------------------------
 
@@ -211,7 +234,7 @@ cdef class ChatBase(DispatcherBase):
         return PyByteArray_AS_STRING(buf) + self._inpos
 
     cdef int close_overlong_line(self, Py_ssize_t limit) except -1:
-        self.log_info("line longer than max_line_length (%d bytes): closing the connection"
+        self.log_info("line longer than its limit (%d bytes): closing the connection"
                       % limit, "error")
         self.ac_in_buffer = b""
         self._line_len = 0
@@ -224,7 +247,7 @@ cdef class ChatBase(DispatcherBase):
         cdef const char *start
         cdef bytes needle
         cdef bint own_get_terminator = self.uses(FAST_GET_TERMINATOR)
-        cdef Py_ssize_t limit = line_limit(cached_attr(self, CACHED_MAX_LINE))
+        cdef Py_ssize_t limit = self._line_limit
         while True:
             available = Py_SIZE(self._inbuf) - self._inpos
             if available <= 0:
@@ -361,7 +384,7 @@ cdef class ChatBase(DispatcherBase):
         return 1
 
     def writable(self):
-        return self._fifo or (not self._connected)
+        return self._fifo or (not self.connected)
 
     def close_when_done(self):
         self.fifo_append(None)
@@ -372,7 +395,7 @@ cdef class ChatBase(DispatcherBase):
     cdef int send_some(self) except -1:
         cdef Py_ssize_t num_sent, obs
         cdef bint plain_send = self.uses(FAST_SEND)
-        while self._fifo and self._is_connected:
+        while self._fifo and self.is_connected():
             fifo = self._fifo
             first = fifo[0]
             if not first:
@@ -428,6 +451,29 @@ cdef class ChatBase(DispatcherBase):
                     self.fifo_popleft()
             return 0
         return 0
+
+    def __getstate__(self):
+        # 3.11's async_chat keeps these two in its instance dict.
+        state = dict(PyObject_GenericGetDict(self, NULL))
+        state["ac_in_buffer"] = self.ac_in_buffer
+        if self._fifo is not None:
+            state["producer_fifo"] = self._fifo
+        return state
+
+    def __setstate__(self, state):
+        # What copy and pickle do without a __setstate__ (the instance dict
+        # updated), with the names kept in C fields set as attributes.
+        if isinstance(state, tuple) and len(state) == 2:
+            state, slots = state
+            for name, value in (slots or {}).items():
+                setattr(self, name, value)
+        if state:
+            own = PyObject_GenericGetDict(self, NULL)
+            for name, value in state.items():
+                if name in FIELD_NAMES:
+                    setattr(self, name, value)
+                else:
+                    own[name] = value
 
     def discard_buffers(self):
         self.ac_in_buffer = b""

@@ -6,6 +6,8 @@ One compilation unit (as uvloop's loop.pyx): the parts below are included.
 fastcore/_core_py/ is the pure-Python twin of the same design.
 """
 
+cimport cython
+
 import collections
 import logging
 import os
@@ -55,6 +57,7 @@ from fastcore._common import (
     POLLNVAL,
     POLLOUT,
     POLLPRI,
+    FIELD_NAMES,
     ProducerFifo,
     _reraised_exceptions,
     _strerror,
@@ -119,10 +122,14 @@ cdef enum:
     CACHED_TERMINATOR = 1
     CACHED_IN_SIZE = 2
     CACHED_OUT_SIZE = 3
-    CACHED_MAX_LINE = 4
-    CACHED_COLLECT = 5
-    CACHED_FOUND = 6
-    CACHED_SLOTS = 7
+    CACHED_COLLECT = 4
+    CACHED_FOUND = 5
+    CACHED_CONNECTED = 6
+    CACHED_ACCEPTING = 7
+    CACHED_OUT_BUFFER = 8
+    CACHED_SLOTS = 9
+    # The slots whose names decide a tracked dispatcher's interest.
+    CACHED_INTEREST = (1 << CACHED_CONNECTED) | (1 << CACHED_ACCEPTING) | (1 << CACHED_OUT_BUFFER)
     CACHED_METHODS = (1 << CACHED_COLLECT) | (1 << CACHED_FOUND)
 
 

@@ -1,9 +1,11 @@
 # DispatcherBase and WithSendBase: the hot half of asyncore.dispatcher and
 # dispatcher_with_send. The facade (fastcore/asyncore.py) adds the rest.
 #
-# connected/accepting/out_buffer live in C fields behind properties: setting
-# one queues the dispatcher for an interest recompute, so the loop never has
-# to call readable()/writable() of these classes.
+# connected/accepting/out_buffer are plain attributes, as in 3.11: the loop
+# hears of their assignment (assignments.pxi) or of a change to the class
+# (Registry.check_classes) and recomputes the interest then, so it never has
+# to call readable()/writable() of these classes. It reads them through the
+# attribute cache.
 
 
 # socket.socket's own recv and send, called with the socket: no method lookup
@@ -95,14 +97,11 @@ cdef object direct_send(object sock, object data):
 
 
 @cython.binding(False)
+@cython.auto_pickle(False)   # copied and pickled as 3.11's: __getstate__
 cdef class DispatcherBase:
     # No __dict__ here: the facade's Python subclasses get the interpreter's
     # own (managed) instance dict, which its attribute caches work with.
     cdef object __weakref__
-    cdef object _connected
-    cdef object _accepting
-    cdef bint _is_connected
-    cdef bint _is_accepting
     cdef bint _dirty
     cdef bint _close_handled
     cdef unsigned long _close_iteration
@@ -114,11 +113,15 @@ cdef class DispatcherBase:
     cdef bint _reclassify  # readable/writable may have been replaced: kind to check
     cdef int _fast_paths   # FAST_* bits of the methods its class left to the core
     cdef unsigned int _fast_version  # the class's version tag when they were worked out
-    cdef object _timeout           # idle timeout in seconds, or None
-    cdef IdleTimer _idle_timer     # while _timeout is set and it is in a map
-    cdef object _listener          # the listener whose max_connections it counts against
+    # fastcore's additions (set_idle_timeout, limit_connections): fields with
+    # no Python name, so no name a subclass uses gets a meaning.
+    cdef object _idle_timeout      # seconds, or None
+    cdef object _on_timeout        # called with the dispatcher at its idle timeout, or None
+    cdef IdleTimer _idle_timer     # while _idle_timeout is set and it is in a map
+    cdef object _listener          # the listener whose connection limit it counts against
     cdef Py_ssize_t _connections   # as a listener: connections counting against it
-    cdef bint _accept_paused       # as a listener: at max_connections, not read
+    cdef Py_ssize_t _max_connections  # as a listener: its limit, -1 for none
+    cdef bint _accept_paused       # as a listener: at its limit, not read
     cdef TLSLayer _tls     # while TLS is on (tls.pxi): recv/send and events go through it
     cdef int _large_reads  # socket_io.h: the last direct recv was large
     cdef list _cache                  # attribute_cache.pxi: values kept, by slot
@@ -138,49 +141,24 @@ cdef class DispatcherBase:
             PyObject_GenericSetDict(self, own, NULL)
             if _dict_watcher >= 0:
                 watch_instance_dict(self, own)
-        self._connected = False
-        self._accepting = False
-        defaults = getattr(type(self), "_fc_defaults", None)
-        if defaults:
-            for name, value in defaults.items():
-                setattr(self, name, value)
+        self._max_connections = -1
 
     def __dealloc__(self):
         if self._watched_dict:
             forget_instance_dict(self)
 
-    @property
-    def connected(self):
-        return self._connected
+    def __getstate__(self):
+        # What copy and pickle take of a 3.11 dispatcher: its instance dict.
+        # The C fields are the loop's bookkeeping of this object (its map
+        # entries, timers, TLS), which a copy does not share.
+        own = PyObject_GenericGetDict(self, NULL)
+        return own if own else None
 
-    @connected.setter
-    def connected(self, value):
-        self._connected = value
-        self._is_connected = bool(value)
-        self._mark_dirty()
+    cdef inline bint is_connected(self) except -1:
+        return cached_attr(self, CACHED_CONNECTED)
 
-    @property
-    def accepting(self):
-        return self._accepting
-
-    @accepting.setter
-    def accepting(self, value):
-        self._accepting = value
-        self._is_accepting = bool(value)
-        self._mark_dirty()
-
-    @property
-    def timeout(self):
-        """Idle timeout in seconds: handle_timeout() after that long with no
-        read or write event. None (the default) for none."""
-        return self._timeout
-
-    @timeout.setter
-    def timeout(self, value):
-        self._timeout = check_idle_timeout(value)
-        self.disarm_idle()
-        if self._timeout is not None and self.in_map():
-            self._idle_timer = new_idle_timer(self, self._timeout)
+    cdef inline bint is_accepting(self) except -1:
+        return cached_attr(self, CACHED_ACCEPTING)
 
     cdef bint in_map(self):
         own = getattr(self, "__dict__")
@@ -193,9 +171,6 @@ cdef class DispatcherBase:
             self._idle_timer = None
             timer.cancel_timer()
         return 0
-
-    def _fc_limit_changed(self):
-        check_limit(self)
 
     cdef inline int mark_dirty(self) except -1:
         if not self._dirty and self._entries:
@@ -225,7 +200,7 @@ cdef class DispatcherBase:
             self._reclassify = True
         if kind & ASSIGNED_SOCKET:
             self._new_socket = True
-        if kind & (ASSIGNED_METHOD | ASSIGNED_SOCKET):
+        if kind & (ASSIGNED_METHOD | ASSIGNED_SOCKET | ASSIGNED_INTEREST):
             self.record_dirty()
         return 0
 
@@ -239,7 +214,7 @@ cdef class DispatcherBase:
             self._reclassify = True
         if kind & ASSIGNED_SOCKET:
             self._new_socket = True
-        if kind & (ASSIGNED_METHOD | ASSIGNED_SOCKET):
+        if kind & (ASSIGNED_METHOD | ASSIGNED_SOCKET | ASSIGNED_INTEREST):
             self.record_dirty()
         return 0
 
@@ -304,8 +279,8 @@ cdef class DispatcherBase:
         self._close_handled = False
         if reg is not None:
             reg.note_added(fd, self, before)
-        if self._timeout is not None and self._idle_timer is None:
-            self._idle_timer = new_idle_timer(self, self._timeout)
+        if self._idle_timeout is not None and self._idle_timer is None:
+            self._idle_timer = new_idle_timer(self, self._idle_timeout)
 
     def del_channel(self, map=None):
         fd = self._fileno
@@ -355,10 +330,10 @@ cdef class DispatcherBase:
         self.read_event()
 
     cdef int read_event(self) except -1:
-        if self._is_accepting:
+        if self.is_accepting():
             self.handle_accept()
             return 0
-        if not self._is_connected and self.connecting:
+        if not self.is_connected() and self.connecting:
             self.handle_connect_event()
         if self.uses(FAST_HANDLE_READ):
             # Only a ChatBase has the bit (fast_paths_of), and no __class__
@@ -380,9 +355,9 @@ cdef class DispatcherBase:
         self.write_event()
 
     cdef int write_event(self) except -1:
-        if self._is_accepting:
+        if self.is_accepting():
             return 0
-        if not self._is_connected:
+        if not self.is_connected():
             if self.connecting:
                 self.handle_connect_event()
         if self.uses(FAST_HANDLE_WRITE):
@@ -452,7 +427,7 @@ cdef class DispatcherBase:
         return data
 
     def close(self):
-        if self._is_connected:
+        if counts_as_connected(self):
             _stats.closed += 1
         if self._tls is not None:
             self._tls.close_notify()
@@ -469,8 +444,74 @@ cdef class DispatcherBase:
                     raise
 
 
-# max_connections: a dispatcher made on a socket its listener accepted this
+def set_idle_timeout(dispatcher, seconds, on_timeout=None):
+    """After ``seconds`` with no read or write event, call
+    ``on_timeout(dispatcher)``; without one, handle_close() (once) and then
+    close(). None clears it."""
+    if not isinstance(dispatcher, DispatcherBase):
+        raise TypeError("set_idle_timeout() needs a dispatcher, not %r" % (dispatcher,))
+    if on_timeout is not None and not callable(on_timeout):
+        raise TypeError("on_timeout must be None or callable, not %r" % (on_timeout,))
+    seconds = check_idle_timeout(seconds)
+    cdef DispatcherBase disp = <DispatcherBase>dispatcher
+    disp.disarm_idle()
+    disp._idle_timeout = seconds
+    disp._on_timeout = on_timeout if seconds is not None else None
+    if seconds is not None and disp.in_map():
+        disp._idle_timer = new_idle_timer(disp, seconds)
+
+
+def get_idle_timeout(dispatcher):
+    """The dispatcher's idle timeout in seconds (set_idle_timeout), or None."""
+    if not isinstance(dispatcher, DispatcherBase):
+        raise TypeError("get_idle_timeout() needs a dispatcher, not %r" % (dispatcher,))
+    return (<DispatcherBase>dispatcher)._idle_timeout
+
+
+cdef int idle_timeout_expired(DispatcherBase disp) except -1:
+    on_timeout = disp._on_timeout
+    if on_timeout is not None:
+        on_timeout(disp)
+    else:
+        disp.close_once()
+        disp.close()
+    return 0
+
+
+cdef int counts_as_connected(DispatcherBase disp) except -1:
+    """For the closed counter: 3.11's close() does not read connected, so
+    what reading it raises changes nothing."""
+    try:
+        return disp.is_connected()
+    except Exception:
+        return False
+
+
+# limit_connections: a dispatcher made on a socket its listener accepted this
 # iteration counts against the listener until it leaves the map.
+
+def limit_connections(listener, n):
+    """At ``n`` connections accepted by ``listener`` and still open, it stops
+    accepting (the kernel's backlog holds the rest) until one closes. None
+    lifts the limit."""
+    if not isinstance(listener, DispatcherBase):
+        raise TypeError("limit_connections() needs a dispatcher, not %r" % (listener,))
+    if n is not None:
+        if isinstance(n, bool) or not isinstance(n, int):
+            raise TypeError("the connection limit must be None or an int, not %r" % (n,))
+        if n < 1:
+            raise ValueError("the connection limit must be 1 or more, not %r" % (n,))
+    (<DispatcherBase>listener)._max_connections = -1 if n is None else min(n, PY_SSIZE_T_MAX)
+    check_limit(<DispatcherBase>listener)
+
+
+def get_connection_limit(listener):
+    """The listener's connection limit (limit_connections), or None."""
+    if not isinstance(listener, DispatcherBase):
+        raise TypeError("get_connection_limit() needs a dispatcher, not %r" % (listener,))
+    cdef Py_ssize_t limit = (<DispatcherBase>listener)._max_connections
+    return None if limit < 0 else limit
+
 
 cdef int link_to_listener(DispatcherBase obj, object sock) except -1:
     claim = _claims.pop(obj._fileno, None)
@@ -491,8 +532,8 @@ cdef int unlink_from_listener(DispatcherBase obj) except -1:
 
 cdef int check_limit(DispatcherBase listener) except -1:
     # At the limit a listener is not read: the kernel's backlog holds the rest.
-    limit = listener.max_connections
-    cdef bint paused = limit is not None and listener._connections >= limit
+    cdef Py_ssize_t limit = listener._max_connections
+    cdef bint paused = limit >= 0 and listener._connections >= limit
     if paused != listener._accept_paused:
         listener._accept_paused = paused
         listener.mark_dirty()
@@ -502,36 +543,28 @@ cdef int check_limit(DispatcherBase listener) except -1:
 
 
 @cython.binding(False)
+@cython.auto_pickle(False)   # copied and pickled as 3.11's: __getstate__
 cdef class WithSendBase(DispatcherBase):
-    cdef object _out_buffer
-    cdef bint _has_output
 
-    def __cinit__(self, *args, **kwargs):
-        if self._out_buffer is None:
-            self._out_buffer = b""
+    cdef bint has_output(self) except -1:
+        return len(cached_attr(self, CACHED_OUT_BUFFER)) > 0
 
-    @property
-    def out_buffer(self):
-        return self._out_buffer
-
-    @out_buffer.setter
-    def out_buffer(self, value):
-        self._out_buffer = value
-        self._has_output = len(value) > 0
-        self.mark_dirty()
-
+    # 3.11's code; the reads go through the attribute cache, the stores
+    # through the type's setattr (which reports them), and the send is
+    # DispatcherBase.send's.
     def initiate_send(self):
-        num_sent = self.sock_send(self._out_buffer[:65536])   # DispatcherBase.send's body
-        self.out_buffer = self._out_buffer[num_sent:]
+        num_sent = self.sock_send(cached_attr(self, CACHED_OUT_BUFFER)[:65536])
+        self.out_buffer = cached_attr(self, CACHED_OUT_BUFFER)[num_sent:]
 
     def handle_write(self):
         self.initiate_send()
 
     def writable(self):
-        return (not self._connected) or len(self._out_buffer)
+        return (not cached_attr(self, CACHED_CONNECTED)) or \
+            len(cached_attr(self, CACHED_OUT_BUFFER))
 
     def send(self, data):
         if self.debug:
             self.log_info("sending %s" % repr(data))
-        self.out_buffer = self._out_buffer + data
+        self.out_buffer = cached_attr(self, CACHED_OUT_BUFFER) + data
         self.initiate_send()

@@ -387,7 +387,7 @@ cdef class Registry:
         # never changes, nor does an instance's C layout (__class__ assignment
         # needs the same one).
         cdef DispatcherBase disp = <DispatcherBase>entry.obj
-        cdef bint writable
+        cdef bint writable, accepting
         if entry.removed:
             return 0
         if disp._reclassify:
@@ -395,19 +395,32 @@ cdef class Registry:
         if entry.kind == KIND_POLLED:
             self.polled[entry.fd] = entry
             return 0
-        # A producer_fifo that is not ours cannot tell us when it fills: such
-        # a chat is looked at every iteration (in C) instead.
-        if entry.kind == KIND_CHAT and not (<ChatBase>disp)._fifo_tracked:
+        # State that can change without an assignment cannot tell us when it
+        # does: a producer_fifo that is not ours, an out_buffer that is not
+        # bytes (a bytearray grows in place). Such a dispatcher is looked at
+        # every iteration (in C) instead.
+        if (entry.kind == KIND_CHAT and not (<ChatBase>disp)._fifo_tracked) or (
+                entry.kind == KIND_WITH_SEND
+                and type(cached_attr(disp, CACHED_OUT_BUFFER)) is not bytes):
             self.polled[entry.fd] = entry
         elif self.polled.get(entry.fd) is entry:
             del self.polled[entry.fd]
-        if entry.kind == KIND_BASE:
-            writable = True
-        elif entry.kind == KIND_WITH_SEND:
-            writable = not disp._is_connected or (<WithSendBase>disp)._has_output
-        else:
-            writable = not disp._is_connected or (<ChatBase>disp).has_output()
-        if disp._is_accepting:
+        # The attributes read as writable() and the loop read them: what
+        # raises there goes to the dispatcher's handle_error().
+        try:
+            if entry.kind == KIND_BASE:
+                writable = True
+            elif entry.kind == KIND_WITH_SEND:
+                writable = not disp.is_connected() or (<WithSendBase>disp).has_output()
+            else:
+                writable = not disp.is_connected() or (<ChatBase>disp).has_output()
+            accepting = disp.is_accepting()
+        except _reraised_exceptions:
+            raise
+        except BaseException:
+            call_handle_error(disp)
+            return 0
+        if accepting:
             writable = False
         if disp._tls is not None:
             # Ciphertext waiting for the socket writes; the handshake and a
@@ -415,7 +428,7 @@ cdef class Registry:
             writable = disp._tls.write_interest(writable)
         # After handle_close ran, a dispatcher left in the map is no longer
         # read: a pending EOF would otherwise wake the loop forever.
-        # A listener at max_connections is not read either.
+        # A listener at its connection limit is not read either.
         self.set_interest(entry, interest_mask(
             not disp._close_handled and not disp._accept_paused, writable, self.style))
         return 0
@@ -469,9 +482,10 @@ cdef class Registry:
         return 0
 
     cdef int check_classes(self) except -1:
-        """Classes whose version tag moved: if readable/writable changed,
-        their dispatchers are looked at again (the tag moves for any change
-        to a class, a counter in a class attribute included)."""
+        """Classes whose version tag moved (any change to the class or a
+        base): their dispatchers' interest is recomputed, since connected,
+        accepting or out_buffer may be read from the class; if readable/
+        writable changed, their kind is looked at again too."""
         cdef list changed = None
         cdef Entry entry
         cdef unsigned int version
@@ -484,17 +498,20 @@ cdef class Registry:
                 changed.append(cls)
         if changed is None:
             return 0
+        cdef list methods_changed = []
         for cls in changed:
             version, readable, writable = self.classes.pop(cls)
-            if cls.readable is readable and cls.writable is writable:
-                self.classes[cls] = (fc_type_version(cls), readable, writable)
-                changed.remove(cls)
-        if changed:
-            for e in self.entries.values():
-                entry = <Entry>e
-                if type(entry.obj) in changed:
+            now_readable, now_writable = cls.readable, cls.writable
+            # The tag after the lookups, which give the class one if it has none.
+            self.classes[cls] = (fc_type_version(cls), now_readable, now_writable)
+            if now_readable is not readable or now_writable is not writable:
+                methods_changed.append(cls)
+        for e in self.entries.values():
+            entry = <Entry>e
+            if type(entry.obj) in changed:
+                if type(entry.obj) in methods_changed:
                     (<DispatcherBase?>entry.obj)._reclassify = True
-                    (<DispatcherBase>entry.obj).mark_dirty()
+                (<DispatcherBase?>entry.obj).mark_dirty()
         return 0
 
     cdef int set_interest(self, Entry entry, int mask) except -1:

@@ -124,8 +124,9 @@ cdef class Timer:
 
 @cython.binding(False)
 cdef class IdleTimer(Timer):
-    """A dispatcher's idle timeout: handle_timeout() after its delay with no
-    read or write event; the loop stores each event's time in _activity."""
+    """A dispatcher's idle timeout (set_idle_timeout): its action after its
+    delay with no read or write event; the loop stores each event's time in
+    _activity."""
     cdef DispatcherBase _owner
     cdef double _activity
 
@@ -141,13 +142,13 @@ cdef class IdleTimer(Timer):
             self._when = due
             push_timer(self)
             return 0
-        # Armed again before the call: a handle_timeout() that closes cancels it.
+        # Armed again before the call: an action that closes cancels it.
         self._activity = now
         self._when = now + self._delay
         push_timer(self)
         stats_timer_ran()
         try:
-            owner.handle_timeout()
+            idle_timeout_expired(owner)
         except _reraised_exceptions:
             raise
         except BaseException:
@@ -272,9 +273,11 @@ cdef inline bint scheduler_pending():
 
 
 def claim_connection(DispatcherBase listener not None, sock):
-    """accept() gave ``sock`` to ``listener``, which has max_connections: the
-    dispatcher made on it this iteration counts against the listener."""
-    _claims[sock.fileno()] = (listener, sock)
+    """accept() gave ``sock`` to ``listener``: if the listener has a
+    connection limit, the dispatcher made on it this iteration counts
+    against it."""
+    if listener._max_connections >= 0:
+        _claims[sock.fileno()] = (listener, sock)
 
 
 # -- what the loop calls -----------------------------------------------------------

@@ -387,7 +387,7 @@ cdef bint has_queued_output(DispatcherBase owner) except -1:
     if isinstance(owner, ChatBase):
         return (<ChatBase>owner).has_output()
     if isinstance(owner, WithSendBase):
-        return (<WithSendBase>owner)._has_output
+        return (<WithSendBase>owner).has_output()
     return False
 
 
@@ -448,7 +448,7 @@ def start_tls(dispatcher, context, server_side=False, server_hostname=None, sess
     if disp._tls is not None:
         raise ValueError("TLS is already started on %r" % (dispatcher,))
     if getattr(dispatcher, "socket", None) is None or not (
-            disp._is_connected or getattr(dispatcher, "connecting", False)):
+            getattr(dispatcher, "connected", False) or getattr(dispatcher, "connecting", False)):
         raise ValueError("start_tls() needs a connected dispatcher (or one in handle_connect)")
     layer = TLSLayer(disp, context, server_side, server_hostname, session)
     if isinstance(dispatcher, ChatBase):

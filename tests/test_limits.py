@@ -1,4 +1,4 @@
-"""A listener's max_connections: stop accepting at the limit, resume below it."""
+"""fastcore.limit_connections(): a listener stops accepting at the limit, resumes below it."""
 
 import socket
 
@@ -9,7 +9,7 @@ pytestmark = pytest.mark.fastcore_only
 
 
 @pytest.fixture
-def server(asyncore):
+def server(fastcore_pkg, asyncore):
     map = {}
     handlers = []
 
@@ -28,7 +28,7 @@ def server(asyncore):
             self.create_socket()
             self.bind((LOCALHOST, 0))
             self.listen(64)
-            self.max_connections = limit
+            fastcore_pkg.limit_connections(self, limit)
             self.address = self.socket.getsockname()
 
         def handle_accepted(self, sock, addr):
@@ -74,14 +74,16 @@ def test_peer_closing_frees_a_slot(asyncore, server):
     run_until(asyncore, server.map, lambda: len(server.handlers) == 4)
 
 
-def test_raising_the_limit_resumes_and_none_removes_it(asyncore, server):
+def test_raising_the_limit_resumes_and_none_removes_it(fastcore_pkg, asyncore, server):
     server.connect(6)
     run_until(asyncore, server.map, lambda: len(server.handlers) == 3)
-    server.max_connections = 5
+    fastcore_pkg.limit_connections(server, 5)
+    assert fastcore_pkg.get_connection_limit(server) == 5
     run_until(asyncore, server.map, lambda: len(server.handlers) == 5)
     run_iterations(asyncore, server.map, 10)
     assert len(server.handlers) == 5
-    server.max_connections = None
+    fastcore_pkg.limit_connections(server, None)
+    assert fastcore_pkg.get_connection_limit(server) is None
     run_until(asyncore, server.map, lambda: len(server.handlers) == 6)
 
 
@@ -94,13 +96,11 @@ def test_with_poll_style_dispatch(asyncore, server):
     run_until(asyncore, server.map, lambda: len(server.handlers) == 4, use_poll=True)
 
 
-def test_accepted_socket_not_kept_does_not_count(asyncore):
+def test_accepted_socket_not_kept_does_not_count(fastcore_pkg, asyncore):
     map = {}
     accepted = []
 
     class Refuser(asyncore.dispatcher):
-        max_connections = 1  # as a class attribute
-
         def handle_accepted(self, sock, addr):
             accepted.append(addr)
             sock.close()
@@ -109,10 +109,11 @@ def test_accepted_socket_not_kept_does_not_count(asyncore):
     server.create_socket()
     server.bind((LOCALHOST, 0))
     server.listen(16)
+    fastcore_pkg.limit_connections(server, 1)
     clients = [socket.create_connection(server.socket.getsockname(), timeout=DEFAULT_TIMEOUT)
                for _ in range(3)]
     try:
-        assert server.max_connections == 1
+        assert fastcore_pkg.get_connection_limit(server) == 1
         run_until(asyncore, map, lambda: len(accepted) == 3)
     finally:
         for c in clients:
@@ -120,10 +121,44 @@ def test_accepted_socket_not_kept_does_not_count(asyncore):
         asyncore.close_all(map=map)
 
 
-def test_limit_is_checked_at_assignment(asyncore):
+def test_max_connections_of_a_subclass_is_its_own(asyncore):
+    """asyncore defines no max_connections: any value is the program's, and
+    the listener accepts every connection."""
+    map = {}
+    handlers = []
+
+    class Server(asyncore.dispatcher):
+        max_connections = "many"
+
+        def handle_accepted(self, sock, addr):
+            handlers.append(asyncore.dispatcher(sock, map=map))
+
+    server = Server(map=map)
+    server.create_socket()
+    server.bind((LOCALHOST, 0))
+    server.listen(16)
+    assert Server.__dict__["max_connections"] == "many"
+    server.max_connections = 1
+    clients = [socket.create_connection(server.socket.getsockname(), timeout=DEFAULT_TIMEOUT)
+               for _ in range(3)]
+    try:
+        run_until(asyncore, map, lambda: len(handlers) == 3)
+        assert server.max_connections == 1
+    finally:
+        for c in clients:
+            c.close()
+        asyncore.close_all(map=map)
+
+
+def test_limit_is_checked_at_the_call(fastcore_pkg, asyncore):
     disp = asyncore.dispatcher(map={})
     for bad, exc in ((0, ValueError), (-2, ValueError), ("3", TypeError), (2.5, TypeError),
                      (True, TypeError)):
         with pytest.raises(exc):
-            disp.max_connections = bad
-    assert disp.max_connections is None
+            fastcore_pkg.limit_connections(disp, bad)
+    assert fastcore_pkg.get_connection_limit(disp) is None
+    for not_a_dispatcher in (None, socket.socket, object()):
+        with pytest.raises(TypeError):
+            fastcore_pkg.limit_connections(not_a_dispatcher, 3)
+        with pytest.raises(TypeError):
+            fastcore_pkg.get_connection_limit(not_a_dispatcher)

@@ -153,13 +153,7 @@ def test_poll_time_and_handler_time(stats, asyncore, sockmap):
 def test_accept_pauses(fastcore_pkg, stats, asyncore, kit, sockmap):
     """Each time a listener reaches its connection limit is one pause."""
     server = kit.EchoServer(sockmap)
-    # fastcore.limit_connections(listener, n) where the API has it, else the
-    # max_connections property it replaces.
-    limit = getattr(fastcore_pkg, "limit_connections", None)
-    if limit is None:
-        server.max_connections = 1
-    else:
-        limit(server, 1)
+    fastcore_pkg.limit_connections(server, 1)
     first = socket.create_connection(server.address, timeout=support.DEFAULT_TIMEOUT)
     second = socket.create_connection(server.address, timeout=support.DEFAULT_TIMEOUT)
     try:

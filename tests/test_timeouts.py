@@ -1,6 +1,7 @@
-"""Idle timeouts: dispatcher.timeout / set_timeout() / handle_timeout()."""
+"""Idle timeouts: fastcore.set_idle_timeout() / get_idle_timeout()."""
 
 import socket
+import sys
 import time
 
 import pytest
@@ -22,14 +23,41 @@ def _recv_eof(sock):
     return sock.recv(16) == b""
 
 
-def test_idle_connection_is_closed_after_its_timeout(asyncore, pair):
+def test_idle_connection_is_closed_after_its_timeout(fastcore_pkg, asyncore, pair):
     map = {}
-    disp = asyncore.dispatcher_with_send(pair[0], map=map)
-    disp.timeout = 0.05
+    closes = []
+
+    class Conn(asyncore.dispatcher_with_send):
+        def handle_close(self):
+            closes.append(self)
+            self.close()
+
+    disp = Conn(pair[0], map=map)
+    fastcore_pkg.set_idle_timeout(disp, 0.05)
+    assert fastcore_pkg.get_idle_timeout(disp) == 0.05
     start = time.monotonic()
     # loop() returns once the timeout closed the only dispatcher.
     asyncore.loop(timeout=DEFAULT_TIMEOUT, map=map)
     assert time.monotonic() - start >= 0.05
+    assert closes == [disp]
+    assert map == {}
+    assert _recv_eof(pair[1])
+
+
+def test_default_action_closes_even_when_handle_close_does_not(fastcore_pkg, asyncore, pair):
+    """handle_close() runs once (the program's cleanup), then close(): an idle
+    connection does not stay open because its handle_close() keeps it."""
+    map = {}
+    closes = []
+
+    class Keeper(asyncore.dispatcher_with_send):
+        def handle_close(self):
+            closes.append(self)
+
+    disp = Keeper(pair[0], map=map)
+    fastcore_pkg.set_idle_timeout(disp, 0.03)
+    run_until(asyncore, map, lambda: not map, timeout=DEFAULT_TIMEOUT, what="timed out")
+    assert closes == [disp]
     assert map == {}
     assert _recv_eof(pair[1])
 
@@ -46,13 +74,13 @@ def test_activity_defers_the_timeout(fastcore_pkg, asyncore, asynchat, pair):
         def found_terminator(self):
             pass
 
-        def handle_timeout(self):
-            timeouts.append(time.monotonic())
-            super().handle_timeout()
+    def on_timeout(chat):
+        timeouts.append(time.monotonic())
+        chat.close()
 
     chat = Chat(pair[0], map=map)
     chat.set_terminator(b"\n")
-    chat.set_timeout(0.15)
+    fastcore_pkg.set_idle_timeout(chat, 0.15, on_timeout)
     peer = pair[1]
     sends = []
 
@@ -75,87 +103,125 @@ def test_activity_defers_the_timeout(fastcore_pkg, asyncore, asynchat, pair):
     assert b"".join(lines) == b"x" * 10
 
 
-def test_timeout_set_as_class_attribute_and_disarmed_with_none(asyncore, pair):
-    fired = []
+def test_timeout_and_handle_timeout_of_a_subclass_are_its_own(fastcore_pkg, asyncore, pair):
+    """Names asyncore does not define keep the program's meaning: the loop
+    neither reads `timeout` nor calls `handle_timeout()`, any value is
+    accepted, and a change on the class is seen as on any class attribute."""
+    called = []
 
-    class Timed(asyncore.dispatcher_with_send):
-        timeout = 0.02
+    class Handler(asyncore.dispatcher_with_send):
+        timeout = 0.01
+        max_connections = "many"
 
         def handle_timeout(self):
-            fired.append(self)
-            self.close()
+            called.append(self)
 
     map = {}
-    disp = Timed(pair[0], map=map)
-    assert disp.timeout == 0.02
+    disp = Handler(pair[0], map=map)
+    # Plain class attributes, left where the class body put them.
+    assert Handler.__dict__["timeout"] == 0.01 and disp.timeout == 0.01
+    assert Handler.__dict__["max_connections"] == "many"
+    assert not {"timeout", "max_connections"} & vars(disp).keys()
+    asyncore.loop(timeout=0.05, map=map, count=4)
+    assert called == []
+    assert fastcore_pkg.get_idle_timeout(disp) is None
+    disp.timeout = "30s"
+    disp.handle_timeout = None
+    Handler.timeout = {"idle": 5}
+    assert disp.timeout == "30s" and Handler(map={}).timeout == {"idle": 5}
+    assert fastcore_pkg.get_idle_timeout(disp) is None
+    # An idle timeout of fastcore's does not call the subclass's handle_timeout either.
+    del disp.handle_timeout
+    fastcore_pkg.set_idle_timeout(disp, 0.02)
+    run_until(asyncore, map, lambda: not map or called, what="timed out")
+    assert called == [] and map == {}
+    assert disp.timeout == "30s"
+
+
+def test_none_clears_the_timeout(fastcore_pkg, asyncore, pair):
+    fired = []
+    map = {}
+    disp = asyncore.dispatcher_with_send(pair[0], map=map)
+    fastcore_pkg.set_idle_timeout(disp, 0.02, fired.append)
+    fastcore_pkg.set_idle_timeout(disp, None)
+    assert fastcore_pkg.get_idle_timeout(disp) is None
+    try:
+        asyncore.loop(timeout=0.05, map=map, count=3)
+        assert fired == [] and map == {pair[0].fileno(): disp}
+    finally:
+        asyncore.close_all(map=map)
+
+
+def test_timeout_set_before_add_channel_is_armed_by_it(fastcore_pkg, asyncore, pair):
+    fired = []
+    map = {}
+    disp = asyncore.dispatcher_with_send(map=map)
+    fastcore_pkg.set_idle_timeout(disp, 0.02, lambda d: (fired.append(d), d.close()))
+    disp.set_socket(pair[0])
+    disp.connected = True  # else every iteration's write event is activity
     asyncore.loop(timeout=DEFAULT_TIMEOUT, map=map)
     assert fired == [disp]
 
-    a, b = socket.socketpair()
-    try:
-        other = Timed(a, map=map)
-        other.set_timeout(None)
-        assert other.timeout is None
-        asyncore.loop(timeout=0.1, map=map, count=3)
-        assert fired == [disp] and map == {a.fileno(): other}
-    finally:
-        asyncore.close_all(map=map)
-        b.close()
 
-
-def test_handle_timeout_that_keeps_the_connection_is_called_again(asyncore, pair):
+def test_on_timeout_that_keeps_the_connection_is_called_again(fastcore_pkg, asyncore, pair):
     map = {}
     calls = []
 
-    class Patient(asyncore.dispatcher_with_send):
-        def handle_timeout(self):
-            calls.append(time.monotonic())
-            if len(calls) == 3:
-                self.close()
+    def on_timeout(disp):
+        calls.append(time.monotonic())
+        if len(calls) == 3:
+            disp.close()
 
-    disp = Patient(pair[0], map=map)
-    disp.timeout = 0.03
+    disp = asyncore.dispatcher_with_send(pair[0], map=map)
+    fastcore_pkg.set_idle_timeout(disp, 0.03, on_timeout)
     asyncore.loop(timeout=DEFAULT_TIMEOUT, map=map)
     assert len(calls) == 3
     assert all(b - a >= 0.03 - 0.005 for a, b in zip(calls, calls[1:]))
 
 
-def test_handle_timeout_raising_goes_to_handle_error(asyncore, pair):
+def test_on_timeout_raising_goes_to_handle_error(fastcore_pkg, asyncore, pair):
     map = {}
     errors = []
 
     class Broken(asyncore.dispatcher_with_send):
-        def handle_timeout(self):
-            raise RuntimeError("timeout handler boom")
-
         def handle_error(self):
-            errors.append(True)
+            errors.append(sys.exc_info()[1])
             self.close()
 
-    Broken(pair[0], map=map).timeout = 0.01
+    def on_timeout(disp):
+        raise RuntimeError("timeout handler boom")
+
+    fastcore_pkg.set_idle_timeout(Broken(pair[0], map=map), 0.01, on_timeout)
     asyncore.loop(timeout=DEFAULT_TIMEOUT, map=map)
-    assert errors == [True]
+    assert [str(e) for e in errors] == ["timeout handler boom"]
 
 
-def test_timeout_is_checked_at_assignment(asyncore, pair):
+def test_bad_arguments_are_refused_at_the_call(fastcore_pkg, asyncore, pair):
     disp = asyncore.dispatcher_with_send(pair[0], map={})
     try:
         for bad, exc in ((0, ValueError), (-1, ValueError), (float("nan"), ValueError),
                          ("1", TypeError), (True, TypeError)):
             with pytest.raises(exc):
-                disp.timeout = bad
-        assert disp.timeout is None
+                fastcore_pkg.set_idle_timeout(disp, bad)
+        with pytest.raises(TypeError):
+            fastcore_pkg.set_idle_timeout(disp, 1.0, on_timeout="close")
+        assert fastcore_pkg.get_idle_timeout(disp) is None
+        for not_a_dispatcher in (pair[1], None, object()):
+            with pytest.raises(TypeError):
+                fastcore_pkg.set_idle_timeout(not_a_dispatcher, 1.0)
+            with pytest.raises(TypeError):
+                fastcore_pkg.get_idle_timeout(not_a_dispatcher)
     finally:
         disp.close()
 
 
-def test_closed_dispatcher_releases_its_timer(asyncore, pair):
+def test_closed_dispatcher_releases_its_timer(fastcore_pkg, asyncore, pair):
     import gc
     import weakref
 
     map = {}
     disp = asyncore.dispatcher_with_send(pair[0], map=map)
-    disp.timeout = 3600
+    fastcore_pkg.set_idle_timeout(disp, 3600, lambda d: None)
     ref = weakref.ref(disp)
     disp.close()
     del disp
@@ -163,7 +229,7 @@ def test_closed_dispatcher_releases_its_timer(asyncore, pair):
     assert ref() is None, "a cancelled idle timer still holds its dispatcher"
 
 
-def test_connect_that_never_answers_times_out(asyncore):
+def test_connect_that_never_answers_times_out(fastcore_pkg, asyncore):
     """A SYN nobody answers: a listener whose accept queue is full drops it
     (Linux), so the connect stays pending until the idle timeout."""
     listener = socket.socket()
@@ -194,8 +260,8 @@ def test_connect_that_never_answers_times_out(asyncore):
             def handle_connect(self):
                 events.append("connect")
 
-            def handle_timeout(self):
-                events.append("timeout")
+            def handle_close(self):
+                events.append("close")
                 self.close()
 
             def writable(self):
@@ -203,12 +269,12 @@ def test_connect_that_never_answers_times_out(asyncore):
 
         client = Client(map=map)
         client.create_socket()
-        client.timeout = 0.2
+        fastcore_pkg.set_idle_timeout(client, 0.2)
         client.connect(listener.getsockname())
         fd = client.socket.fileno()
         start = time.monotonic()
         asyncore.loop(timeout=DEFAULT_TIMEOUT, map=map)
-        assert events == ["timeout"]
+        assert events == ["close"]
         assert time.monotonic() - start >= 0.2 - 0.01
         assert not fd_is_open(fd)
     finally:
@@ -229,7 +295,7 @@ def test_slowloris_is_cut_off_while_others_are_served(fastcore_pkg, asyncore, as
         def __init__(self, sock, map):
             super().__init__(sock, map=map)
             self.set_terminator(b"\n")
-            self.set_timeout(0.2)
+            fastcore_pkg.set_idle_timeout(self, 0.2)
             self.buffer = []
             self.deadline = fastcore_pkg.call_later(0.4, self.too_slow)
 

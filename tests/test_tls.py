@@ -807,7 +807,7 @@ def test_peer_stalls_mid_handshake(asyncore, asynchat, tls, sockmap):
         stalled.close()
 
 
-def test_stalled_handshake_times_out(asyncore, asynchat, tls, sockmap):
+def test_stalled_handshake_times_out(fastcore_pkg, asyncore, asynchat, tls, sockmap):
     """With an idle timeout set, a peer that stops mid-handshake is closed."""
     server, record = serve_lines(asyncore, asynchat, tls, sockmap, tls_now=True)
     stalled = stall_mid_handshake(server.port)
@@ -815,7 +815,7 @@ def test_stalled_handshake_times_out(asyncore, asynchat, tls, sockmap):
         support.run_until(asyncore, sockmap, lambda: len(server.handlers) == 1)
         handler = server.handlers[0]
         assert tls.tls_state(handler) == "handshaking"
-        handler.timeout = 0.2
+        fastcore_pkg.set_idle_timeout(handler, 0.2)
         start = support.time.monotonic()
         support.run_until(asyncore, sockmap, lambda: handler not in sockmap.values())
         assert support.time.monotonic() - start >= 0.2 - 0.01

@@ -3,7 +3,12 @@
 not built or ``FASTCORE_NO_EXTENSIONS=1``.
 """
 
-from fastcore._core_py.chat import ChatBase, find_prefix_at_end
+from fastcore._core_py.chat import (
+    ChatBase,
+    find_prefix_at_end,
+    get_line_length_limit,
+    limit_line_length,
+)
 from fastcore._core_py.dispatch import (
     _exception,
     bridge_fd,
@@ -16,7 +21,15 @@ from fastcore._core_py.dispatch import (
     set_default_map_source,
     write,
 )
-from fastcore._core_py.dispatcher import DispatcherBase, WithSendBase, claim_connection
+from fastcore._core_py.dispatcher import (
+    DispatcherBase,
+    WithSendBase,
+    claim_connection,
+    get_connection_limit,
+    get_idle_timeout,
+    limit_connections,
+    set_idle_timeout,
+)
 from fastcore._core_py.pollers import available_backends, default_backend
 from fastcore._core_py.registry import release_map, set_change_hook
 from fastcore._core_py.scheduler import (
@@ -59,6 +72,11 @@ __all__ = [
     "default_backend",
     "find_prefix_at_end",
     "flush",
+    "get_connection_limit",
+    "get_idle_timeout",
+    "get_line_length_limit",
+    "limit_connections",
+    "limit_line_length",
     "loop",
     "next_timer_delay",
     "poll",
@@ -69,6 +87,7 @@ __all__ = [
     "set_change_hook",
     "set_debug",
     "set_default_map_source",
+    "set_idle_timeout",
     "set_warning_sink",
     "start_tls",
     "stats_reset",

@@ -9,9 +9,8 @@ partly sent item as a memoryview slice instead of copying its remainder
 after every send.
 """
 
-import operator
 
-from fastcore._common import ProducerFifo
+from fastcore._common import FIELD_NAMES, ProducerFifo
 from fastcore._core_py.dispatcher import DispatcherBase
 
 
@@ -27,14 +26,24 @@ def _prefix_at_end(haystack, needle, start):
     return size
 
 
-def _line_limit(max_line_length):
-    """max_line_length as a byte count, or None (no limit)."""
-    if max_line_length is None:
-        return None
-    limit = operator.index(max_line_length)
-    if limit < 0:
-        raise ValueError("max_line_length must be None or a non-negative int, not %d" % limit)
-    return limit
+def limit_line_length(chat, n):
+    """The most bytes a line (the data before a bytes terminator) may have on
+    ``chat``; a longer one is logged and closes the connection. None lifts it."""
+    if not isinstance(chat, ChatBase):
+        raise TypeError("limit_line_length() needs an async_chat, not %r" % (chat,))
+    if n is not None:
+        if isinstance(n, bool) or not isinstance(n, int):
+            raise TypeError("the line length limit must be None or an int, not %r" % (n,))
+        if n < 0:
+            raise ValueError("the line length limit must be 0 or more, not %r" % (n,))
+    chat._fc_line_limit = n
+
+
+def get_line_length_limit(chat):
+    """The line length limit of ``chat`` (limit_line_length), or None."""
+    if not isinstance(chat, ChatBase):
+        raise TypeError("get_line_length_limit() needs an async_chat, not %r" % (chat,))
+    return chat._fc_line_limit
 
 
 class ChatBase(DispatcherBase):
@@ -43,6 +52,7 @@ class ChatBase(DispatcherBase):
     _fc_producer_fifo = None
     _fc_interest_stable = False  # until a producer_fifo of its own is set
     _fc_line_len = 0  # bytes collected since the last bytes terminator
+    _fc_line_limit = None  # limit_line_length()
 
     # -- input ---------------------------------------------------------------
 
@@ -119,7 +129,7 @@ class ChatBase(DispatcherBase):
 
     def _close_overlong_line(self, limit):
         self.log_info(
-            "line longer than max_line_length (%d bytes): closing the connection" % limit,
+            "line longer than its limit (%d bytes): closing the connection" % limit,
             "error",
         )
         self.ac_in_buffer = b""
@@ -131,7 +141,7 @@ class ChatBase(DispatcherBase):
         # 3.11's order of callbacks and buffer updates; the terminator and the
         # buffer are read afresh at every step, since collect_incoming_data()
         # and found_terminator() may change either.
-        limit = _line_limit(self.max_line_length)
+        limit = self._fc_line_limit
         while True:
             buf = self._fc_in_buffer
             if buf is None:
@@ -183,6 +193,29 @@ class ChatBase(DispatcherBase):
                     self._consume(available - partial)
                 return
 
+    def __getstate__(self):
+        # 3.11's async_chat keeps these two in its instance dict.
+        state = super().__getstate__() or {}
+        state["ac_in_buffer"] = self.ac_in_buffer
+        if self._fc_producer_fifo is not None:
+            state["producer_fifo"] = self._fc_producer_fifo
+        return state
+
+    def __setstate__(self, state):
+        # What copy and pickle do without a __setstate__ (the instance dict
+        # updated), with the names kept behind properties set as attributes.
+        if isinstance(state, tuple) and len(state) == 2:
+            state, slots = state
+            for name, value in (slots or {}).items():
+                setattr(self, name, value)
+        if state:
+            own = self.__dict__
+            for name, value in state.items():
+                if name in FIELD_NAMES:
+                    setattr(self, name, value)
+                else:
+                    own[name] = value
+
     # -- output --------------------------------------------------------------
 
     @property
@@ -199,7 +232,7 @@ class ChatBase(DispatcherBase):
         self._mark_dirty()
 
     def _fc_write_interest(self):
-        return not self._fc_accepting and (bool(self._fc_producer_fifo) or not self._fc_connected)
+        return not self.accepting and (bool(self._fc_producer_fifo) or not self.connected)
 
     def handle_write(self):
         self.initiate_send()

@@ -1,9 +1,10 @@
 """DispatcherBase and WithSendBase: the hot half of asyncore's dispatcher and
 dispatcher_with_send; the facade (fastcore/asyncore.py) adds the rest.
 
-connected, accepting and out_buffer are properties: setting one marks the
-dispatcher dirty, so the registry recomputes its interest without calling
-readable()/writable().
+connected, accepting and out_buffer are plain attributes, as in 3.11:
+assigning one marks the dispatcher dirty (Registered.__setattr__), and a
+change to the class is found by the registry's class check, so the registry
+recomputes the interest without calling readable()/writable().
 """
 
 from errno import EBADF, ENOTCONN, EWOULDBLOCK
@@ -15,15 +16,18 @@ from fastcore._core_py.registry import Registered
 from fastcore._core_py.scheduler import IdleTimer
 from fastcore._core_py.stats import counts
 
-# Sockets accept() returned to listeners with max_connections, this
+# Sockets accept() returned to listeners with a connection limit, this
 # iteration: fd -> (listener, socket). The dispatcher made on such a socket
 # counts against its listener until it leaves the map.
 _claims = {}
 
 
 def claim_connection(listener, sock):
-    """accept() gave ``sock`` to ``listener``, which has max_connections."""
-    _claims[sock.fileno()] = (listener, sock)
+    """accept() gave ``sock`` to ``listener``: if the listener has a
+    connection limit, the dispatcher made on it this iteration counts
+    against it."""
+    if isinstance(listener, DispatcherBase) and listener._fc_max_connections is not None:
+        _claims[sock.fileno()] = (listener, sock)
 
 
 def clear_claims():
@@ -49,7 +53,7 @@ def _unlink_from_listener(obj):
 
 def _check_limit(listener):
     # At the limit a listener is not read: the kernel's backlog holds the rest.
-    limit = listener.max_connections
+    limit = listener._fc_max_connections
     paused = limit is not None and listener._fc_connections >= limit
     if paused != listener._fc_accept_paused:
         listener._fc_accept_paused = paused
@@ -58,13 +62,69 @@ def _check_limit(listener):
             counts.accept_pauses += 1
 
 
+def set_idle_timeout(dispatcher, seconds, on_timeout=None):
+    """After ``seconds`` with no read or write event, call
+    ``on_timeout(dispatcher)``; without one, handle_close() (once) and then
+    close(). None clears it."""
+    if not isinstance(dispatcher, DispatcherBase):
+        raise TypeError("set_idle_timeout() needs a dispatcher, not %r" % (dispatcher,))
+    if on_timeout is not None and not callable(on_timeout):
+        raise TypeError("on_timeout must be None or callable, not %r" % (on_timeout,))
+    seconds = check_idle_timeout(seconds)
+    dispatcher._fc_disarm_idle()
+    dispatcher._fc_idle_timeout = seconds
+    dispatcher._fc_on_timeout = on_timeout if seconds is not None else None
+    if seconds is not None and dispatcher._fc_in_map():
+        dispatcher._fc_idle_timer = IdleTimer(dispatcher, seconds)
+
+
+def get_idle_timeout(dispatcher):
+    """The dispatcher's idle timeout in seconds (set_idle_timeout), or None."""
+    if not isinstance(dispatcher, DispatcherBase):
+        raise TypeError("get_idle_timeout() needs a dispatcher, not %r" % (dispatcher,))
+    return dispatcher._fc_idle_timeout
+
+
+def limit_connections(listener, n):
+    """At ``n`` connections accepted by ``listener`` and still open, it stops
+    accepting (the kernel's backlog holds the rest) until one closes. None
+    lifts the limit."""
+    if not isinstance(listener, DispatcherBase):
+        raise TypeError("limit_connections() needs a dispatcher, not %r" % (listener,))
+    if n is not None:
+        if isinstance(n, bool) or not isinstance(n, int):
+            raise TypeError("the connection limit must be None or an int, not %r" % (n,))
+        if n < 1:
+            raise ValueError("the connection limit must be 1 or more, not %r" % (n,))
+    listener._fc_max_connections = n
+    _check_limit(listener)
+
+
+def get_connection_limit(listener):
+    """The listener's connection limit (limit_connections), or None."""
+    if not isinstance(listener, DispatcherBase):
+        raise TypeError("get_connection_limit() needs a dispatcher, not %r" % (listener,))
+    return listener._fc_max_connections
+
+
+def _counts_as_connected(disp):
+    """For the closed counter: 3.11's close() does not read connected, so
+    what reading it raises changes nothing."""
+    try:
+        return bool(disp.connected)
+    except Exception:
+        return False
+
+
 class DispatcherBase(Registered):
-    _fc_connected = False
-    _fc_accepting = False
-    _fc_timeout = None
-    _fc_idle_timer = None  # an IdleTimer while timeout is set and it is in a map
-    _fc_listener = None  # the listener whose max_connections it counts against
+    # fastcore's additions (set_idle_timeout, limit_connections): _fc_ names,
+    # so no name a subclass uses gets a meaning.
+    _fc_idle_timeout = None
+    _fc_on_timeout = None  # called with the dispatcher at its idle timeout, or None
+    _fc_idle_timer = None  # an IdleTimer while _fc_idle_timeout is set and it is in a map
+    _fc_listener = None  # the listener whose connection limit it counts against
     _fc_connections = 0  # as a listener: connections counting against it
+    _fc_max_connections = None  # as a listener: its limit
     _fc_tls = None  # the TLSLayer (fastcore/_core_py/tls.py) while TLS is on
 
     def __new__(cls, *args, **kwargs):
@@ -77,44 +137,18 @@ class DispatcherBase(Registered):
                 setattr(self, name, value)
         return self
 
-    @property
-    def connected(self):
-        return self._fc_connected
-
-    @connected.setter
-    def connected(self, value):
-        self._fc_connected = value
-        self._mark_dirty()
-
-    @property
-    def accepting(self):
-        return self._fc_accepting
-
-    @accepting.setter
-    def accepting(self, value):
-        self._fc_accepting = value
-        self._mark_dirty()
-
-    @property
-    def timeout(self):
-        """Idle timeout in seconds: handle_timeout() after that long with no
-        read or write event. None (the default) for none."""
-        return self._fc_timeout
-
-    @timeout.setter
-    def timeout(self, value):
-        self._fc_timeout = check_idle_timeout(value)
-        self._fc_disarm_idle()
-        if self._fc_timeout is not None and self._fc_in_map():
-            self._fc_idle_timer = IdleTimer(self, self._fc_timeout)
-
-    def _fc_limit_changed(self):
-        _check_limit(self)
-
     def _fc_in_map(self):
         own = self.__dict__
         fd = own.get("_fileno")
         return fd is not None and own.get("_map", {}).get(fd) is self
+
+    def _fc_idle_timeout_expired(self):
+        on_timeout = self._fc_on_timeout
+        if on_timeout is not None:
+            on_timeout(self)
+        else:
+            self._close_once()
+            self.close()
 
     def _fc_disarm_idle(self):
         timer = self._fc_idle_timer
@@ -132,7 +166,7 @@ class DispatcherBase(Registered):
     _fc_writable = writable
 
     def _fc_write_interest(self):
-        return not self._fc_accepting
+        return not self.accepting
 
     def add_channel(self, map=None):
         if map is None:
@@ -141,8 +175,8 @@ class DispatcherBase(Registered):
         map[fd] = self
         self._fc_close_handled = False
         registry.note_added(map, fd, self)
-        if self._fc_timeout is not None and self._fc_idle_timer is None:
-            self._fc_idle_timer = IdleTimer(self, self._fc_timeout)
+        if self._fc_idle_timeout is not None and self._fc_idle_timer is None:
+            self._fc_idle_timer = IdleTimer(self, self._fc_idle_timeout)
 
     def del_channel(self, map=None):
         fd = self._fileno
@@ -250,7 +284,7 @@ class DispatcherBase(Registered):
         return data
 
     def close(self):
-        if self._fc_connected:
+        if _counts_as_connected(self):
             counts.closed += 1
         if self._fc_tls is not None:
             self._fc_tls.close_notify()
@@ -268,16 +302,12 @@ class DispatcherBase(Registered):
 
 
 class WithSendBase(DispatcherBase):
-    _fc_out_buffer = b""
-
     @property
-    def out_buffer(self):
-        return self._fc_out_buffer
-
-    @out_buffer.setter
-    def out_buffer(self, value):
-        self._fc_out_buffer = value
-        self._mark_dirty()
+    def _fc_interest_stable(self):
+        # An out_buffer that is not bytes (a bytearray grows in place) can
+        # change unseen: such a dispatcher's interest is recomputed every
+        # iteration.
+        return type(getattr(self, "out_buffer", b"")) is bytes
 
     def initiate_send(self):
         num_sent = DispatcherBase.send(self, self.out_buffer[:65536])
@@ -292,7 +322,7 @@ class WithSendBase(DispatcherBase):
     _fc_writable = writable
 
     def _fc_write_interest(self):
-        return not self._fc_accepting and (not self._fc_connected or len(self._fc_out_buffer) > 0)
+        return not self.accepting and (not self.connected or len(self.out_buffer) > 0)
 
     def send(self, data):
         if self.debug:

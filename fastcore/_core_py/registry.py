@@ -154,7 +154,13 @@ class Registered:
     _fc_readable = None
     _fc_writable = None
     _fc_new_socket = False  # socket assigned since the last registration
-    _fc_accept_paused = False  # a listener at its max_connections: not read
+    _fc_accept_paused = False  # a listener at its connection limit: not read
+
+    def __getstate__(self):
+        # What copy and pickle take of a 3.11 dispatcher: its instance dict,
+        # without the loop's bookkeeping of this object (_fc_ names).
+        state = {k: v for k, v in self.__dict__.items() if not k.startswith("_fc_")}
+        return state or None
 
     def _mark_dirty(self):
         if not self._fc_dirty and self._fc_entries:
@@ -179,7 +185,23 @@ class Registered:
             self._mark_dirty()
 
 
-_WATCHED_ATTRIBUTES = frozenset({"readable", "writable", "socket"})
+# connected, accepting and out_buffer: the interest follows them.
+_WATCHED_ATTRIBUTES = frozenset(
+    {"readable", "writable", "socket", "connected", "accepting", "out_buffer"}
+)
+_MISSING = object()
+
+
+def _class_state(cls):
+    """What a class gives its tracked dispatchers: readable, writable, and the
+    values of the state the interest follows (if the class has them)."""
+    return (
+        cls.readable,
+        cls.writable,
+        getattr(cls, "connected", _MISSING),
+        getattr(cls, "accepting", _MISSING),
+        getattr(cls, "out_buffer", _MISSING),
+    )
 
 
 def process_dirty():
@@ -341,7 +363,7 @@ class Registry:
         self.waker = self._watch_waker()
         self.select_style = True
         self.entries = {}  # fd -> _Entry
-        self.classes = {}  # class of TRACKED entries -> its (readable, writable)
+        self.classes = {}  # class of TRACKED entries -> its _class_state()
         self.volatile = {}  # fd -> _Entry not TRACKED, in map order
         self.unregistrations = 0  # a wait that saw one may report fds just dropped
         self.watch = WATCH_UNKNOWN
@@ -480,13 +502,14 @@ class Registry:
         entry.broken = False
 
     def _check_classes(self):
-        """Dispatchers whose class had readable/writable replaced since they
+        """Dispatchers whose class (or a base) had readable/writable or the
+        class value of connected/accepting/out_buffer replaced since they
         were tracked are looked at again."""
-        changed = [
-            cls
-            for cls, (readable, writable) in self.classes.items()
-            if cls.readable is not readable or cls.writable is not writable
-        ]
+        changed = []
+        for cls, seen in self.classes.items():
+            now = _class_state(cls)
+            if any(a is not b for a, b in zip(now, seen)):
+                changed.append(cls)
         if changed:
             for cls in changed:
                 del self.classes[cls]
@@ -507,7 +530,7 @@ class Registry:
         if kind == TRACKED:
             cls = type(entry.obj)
             if cls not in self.classes:
-                self.classes[cls] = (cls.readable, cls.writable)
+                self.classes[cls] = _class_state(cls)
             if not entry.broken:
                 self._update(entry)
 
@@ -536,7 +559,7 @@ class Registry:
         if isinstance(obj, Registered) and (obj._fc_close_handled or obj._fc_accept_paused):
             # Its close was handled but it stays in the map: reading it any
             # more would only report the same EOF forever. Or a listener at
-            # max_connections: the kernel's backlog holds the rest.
+            # its connection limit: the kernel's backlog holds the rest.
             readable = False
         mask = _READ if readable else 0
         if writable:

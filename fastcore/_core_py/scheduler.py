@@ -139,8 +139,8 @@ class Timer:
 
 
 class IdleTimer(Timer):
-    """A dispatcher's idle timeout: handle_timeout() after ``delay`` seconds
-    with no read or write event. The loop writes the time of each event to
+    """A dispatcher's idle timeout (set_idle_timeout): its action after
+    ``delay`` seconds with no read or write event. The loop writes the time of each event to
     ``_activity``; the due time follows it lazily."""
 
     __slots__ = ("_owner", "_activity")
@@ -161,7 +161,7 @@ class IdleTimer(Timer):
             self._when = due
             _push(self)
             return
-        # Armed again before the call: a handle_timeout() that closes cancels it.
+        # Armed again before the call: an action that closes cancels it.
         owner = self._owner
         self._activity = now
         self._when = now + self._delay
@@ -170,7 +170,7 @@ class IdleTimer(Timer):
         from fastcore._core_py.registry import call_handle_error
 
         try:
-            owner.handle_timeout()
+            owner._fc_idle_timeout_expired()
         except _reraised_exceptions:
             raise
         except BaseException:
