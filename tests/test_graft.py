@@ -239,7 +239,7 @@ def outcomes():
 
 
 def test_no_graft_kills_the_interpreter(outcomes):
-    assert len(outcomes) > 200
+    assert len(outcomes) > 150  # every core method, onto two other classes, three ways
     died = {case: got for case, got, _ in outcomes if isinstance(got, str)}
     assert died == {}
 
