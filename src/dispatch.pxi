@@ -101,6 +101,23 @@ cdef inline bint still_owns(object map, Entry entry):
     return True
 
 
+cdef int end_event() except -1:
+    """The end of an event's handlers: the pushes they deferred are sent."""
+    global _event_serial, _deferring
+    _event_serial = 0
+    while _deferring:
+        batch = _deferring
+        _deferring = []
+        for obj in batch:
+            try:
+                (<ChatBase>obj).flush_deferred()
+            except _reraised_exceptions:
+                raise
+            except BaseException:
+                call_handle_error(obj)
+    return 0
+
+
 cdef inline void stamp_activity(object obj) noexcept:
     # Idle timeouts: every read or write event is activity.
     cdef IdleTimer timer
@@ -143,14 +160,17 @@ cdef int run_read(object obj) except -1:
     cdef bint traced = _debug
     _stats.events[EV_READ] += 1
     stamp_activity(obj)
+    begin_event()
     if traced:
         trace_begin(&mark)
     try:
         do_read(obj)
     except _reraised_exceptions:
+        end_event()
         raise
     except BaseException:
         call_handle_error(obj)
+    end_event()
     if traced:
         trace_end(&mark, obj, FC_IN)
     return 0
@@ -161,14 +181,17 @@ cdef int run_write(object obj) except -1:
     cdef bint traced = _debug
     _stats.events[EV_WRITE] += 1
     stamp_activity(obj)
+    begin_event()
     if traced:
         trace_begin(&mark)
     try:
         do_write(obj)
     except _reraised_exceptions:
+        end_event()
         raise
     except BaseException:
         call_handle_error(obj)
+    end_event()
     if traced:
         trace_end(&mark, obj, FC_OUT)
     return 0
@@ -178,14 +201,17 @@ cdef int run_expt(object obj) except -1:
     cdef TraceMark mark
     cdef bint traced = _debug
     _stats.events[EV_EXPT] += 1
+    begin_event()
     if traced:
         trace_begin(&mark)
     try:
         obj.handle_expt_event()
     except _reraised_exceptions:
+        end_event()
         raise
     except BaseException:
         call_handle_error(obj)
+    end_event()
     if traced:
         trace_end(&mark, obj, FC_PRI)
     return 0
@@ -198,6 +224,7 @@ cdef int run_readwrite(object map, Entry entry, int flags) except -1:
     obj = entry.obj
     if flags & (FC_IN | FC_OUT):
         stamp_activity(obj)
+    begin_event()
     if traced:
         trace_begin(&mark)
     try:
@@ -220,9 +247,11 @@ cdef int run_readwrite(object map, Entry entry, int flags) except -1:
         else:
             call_handle_error(obj)
     except _reraised_exceptions:
+        end_event()
         raise
     except BaseException:
         call_handle_error(obj)
+    end_event()
     if traced:
         trace_end(&mark, obj, flags)
     return 0
