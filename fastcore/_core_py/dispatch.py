@@ -22,6 +22,7 @@ from fastcore._common import (
     check_backend,
 )
 from fastcore._core_py import scheduler, stats
+from fastcore._core_py.chat import begin_event, events
 from fastcore._core_py.dispatcher import clear_claims
 from fastcore._core_py.pollers import default_backend
 from fastcore._core_py.registry import (
@@ -212,6 +213,21 @@ def _iterate(timeout, map, backend, select_style, may_block):
     counts.handler_seconds += monotonic() - wait_ended
 
 
+def end_event():
+    """The end of an event's handlers: the pushes they deferred are sent."""
+    events.serial = 0
+    while events.deferring:
+        batch = events.deferring
+        events.deferring = []
+        for obj in batch:
+            try:
+                obj._fc_flush_deferred()
+            except _reraised_exceptions:
+                raise
+            except BaseException:
+                call_handle_error(obj, obj._fileno, obj._map)
+
+
 def _stamp(obj, now):
     timer = obj._fc_idle_timer
     if timer is not None:
@@ -232,14 +248,17 @@ def _run(handler, obj, fd, map, flags, now):
     if now and isinstance(obj, Registered):
         _stamp(obj, now)
     traced = stats.state.debug
+    begin_event()
     if traced:
         mark = stats.trace_begin()
     try:
         handler()
     except _reraised_exceptions:
+        end_event()
         raise
     except BaseException:
         call_handle_error(obj, fd, map)
+    end_event()
     if traced:
         stats.trace_end(mark, obj, flags)
 
@@ -276,6 +295,7 @@ def _dispatch_poll(ready, map, iteration, now):
         if now and isinstance(obj, Registered) and flags & (POLLIN | POLLOUT):
             _stamp(obj, now)
         traced = stats.state.debug
+        begin_event()
         if traced:
             mark = stats.trace_begin()
         try:
@@ -296,8 +316,10 @@ def _dispatch_poll(ready, map, iteration, now):
             else:
                 call_handle_error(obj, fd, map)
         except _reraised_exceptions:
+            end_event()
             raise
         except BaseException:
             call_handle_error(obj, fd, map)
+        end_event()
         if traced:
             stats.trace_end(mark, obj, flags)
