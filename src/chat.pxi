@@ -350,7 +350,7 @@ cdef class ChatBase(DispatcherBase):
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError("data argument must be byte-ish (%r)", type(data))
         # bytes only: a bytearray or memoryview may change before the event ends.
-        if type(data) is bytes and self.may_defer():
+        if type(data) is bytes and self.may_defer(PyBytes_GET_SIZE(data)):
             if self._deferred is None:
                 self._deferred = [data]
                 _deferring.append(self)
@@ -383,11 +383,15 @@ cdef class ChatBase(DispatcherBase):
         if _event_serial and self._fifo_tracked and not len(<object>self._fifo):
             self._sent_serial = _event_serial
 
-    cdef bint may_defer(self) except -1:
-        """Whether a push may wait for the end of this event: an earlier push
-        in it was sent in full, nothing is queued, and the output path is the
+    cdef bint may_defer(self, Py_ssize_t size) except -1:
+        """Whether a push of size bytes may wait for the end of this event: an
+        earlier push in it was sent in full, nothing is queued, 3.11 would
+        send it in one piece (one send, not none), and the output path is the
         core's own on a socket the core sends on itself."""
         if _event_serial == 0 or self._sent_serial != _event_serial:
+            return False
+        # (3.11 drops an empty push without a send.)
+        if size == 0 or size > cached_attr(self, CACHED_OUT_SIZE):
             return False
         if not self._fifo_tracked or len(<object>self._fifo) or self._tls is not None \
                 or not self._is_connected:

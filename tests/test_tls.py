@@ -160,6 +160,12 @@ def line_server_class(asynchat, tls, record):
             if line == b"STARTTLS":
                 self.push(b"220 go ahead\r\n")
                 tls.start_tls(self, self.ctx, server_side=True)
+            elif line == b"STARTTLS TWO":
+                # The second push waits for the end of the read (coalescing):
+                # start_tls() must send it in the clear first.
+                self.push(b"220-ready\r\n")
+                self.push(b"220 go ahead\r\n")
+                tls.start_tls(self, self.ctx, server_side=True)
             elif line == b"STARTTLS BIG":
                 # More than one send: the reply is still queued at start_tls().
                 self.push(b"x" * (1 << 20) + b"\r\n220 go ahead\r\n")
@@ -562,6 +568,23 @@ def test_starttls_reply_queued_goes_out_in_the_clear(asyncore, asynchat, tls, so
 
     assert run_with(asyncore, sockmap, support.start_thread(client), use_poll) == (
         True, b"220 go ahead", b"tls: secret")
+
+
+def test_starttls_two_replies_in_one_handler(asyncore, asynchat, tls, sockmap, use_poll):
+    server, record = serve_lines(asyncore, asynchat, tls, sockmap, tls_now=False)
+
+    def client():
+        raw = socket.create_connection((support.LOCALHOST, server.port), timeout=TIMEOUT)
+        buf = bytearray()
+        raw.sendall(b"STARTTLS TWO\r\n")
+        replies = read_line(raw, buf), read_line(raw, buf)
+        assert not buf
+        with client_context().wrap_socket(raw, server_hostname="localhost") as s:
+            s.sendall(b"secret\r\n")
+            return replies, read_line(s, bytearray())
+
+    assert run_with(asyncore, sockmap, support.start_thread(client), use_poll) == (
+        (b"220-ready", b"220 go ahead"), b"tls: secret")
 
 
 def test_starttls_client_hello_with_the_command(asyncore, asynchat, tls, sockmap, use_poll):

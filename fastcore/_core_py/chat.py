@@ -252,7 +252,7 @@ class ChatBase(DispatcherBase):
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError("data argument must be byte-ish (%r)", type(data))
         # bytes only: a bytearray or memoryview may change before the event ends.
-        if type(data) is bytes and self._fc_may_defer():
+        if type(data) is bytes and self._fc_may_defer(len(data)):
             if self._fc_deferred is None:
                 self._fc_deferred = [data]
                 events.deferring.append(self)
@@ -272,12 +272,16 @@ class ChatBase(DispatcherBase):
         if events.serial and self._fc_interest_stable and not self._fc_producer_fifo:
             self._fc_sent_serial = events.serial
 
-    def _fc_may_defer(self):
-        """Whether a push may wait for the end of this event: an earlier push
-        in it was sent in full, nothing is queued, and the output path is the
+    def _fc_may_defer(self, size):
+        """Whether a push of size bytes may wait for the end of this event: an
+        earlier push in it was sent in full, nothing is queued, 3.11 would
+        send it in one piece (one send, not none), and the output path is the
         core's own on a plain non-blocking socket."""
         serial = events.serial
         if not serial or self._fc_sent_serial != serial:
+            return False
+        # (3.11 drops an empty push without a send.)
+        if size == 0 or size > self.ac_out_buffer_size:
             return False
         if (
             not self._fc_interest_stable
