@@ -172,8 +172,8 @@ def fd_need(params):
     return params.get("conns", 0) + params.get("idle", 0) + 64
 
 
-def run_load(name, description, params, full, repeats, log):
-    """Every server under one load; returns the load's JSON record."""
+def run_load(name, description, params, full, repeats, log, only=None):
+    """Every server (or those named in only) under one load; returns the load's JSON record."""
     fd_limit = impls.raise_fd_limit()
     cpus = cpu_plan()
     window = (1.0, 3.0) if full else (0.3, 1.0)
@@ -182,6 +182,8 @@ def run_load(name, description, params, full, repeats, log):
               "pinned": cpus[0] is not None, "rows": []}
     servers = []   # (row, args) of the servers that can run
     for server, label, args in SERVERS:
+        if only is not None and server not in only:
+            continue
         row = {"server": server, "label": label, "runs": []}
         record["rows"].append(row)
         why = server_available(server)

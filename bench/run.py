@@ -109,7 +109,7 @@ def main():
     parser.add_argument("--callgrind-loads", default="ping-pong",
                         help="comma-separated loads for --callgrind: "
                         + ",".join(echo.CALLGRIND_LOADS))
-    parser.add_argument("--servers", help="comma-separated servers for --callgrind (default all): "
+    parser.add_argument("--servers", help="comma-separated servers (default all): "
                         + ",".join(name for name, _, _ in echo.SERVERS))
     parser.add_argument("--no-save", action="store_true", help="do not write bench/results/")
     args = parser.parse_args()
@@ -149,10 +149,11 @@ def main():
         if cpus[0] is None:
             log("one CPU: server and load generator share it, figures include the contention")
         result["echo"] = []
+        servers = args.servers.split(",") if args.servers else None
         for name in chosen:
             description, params = loads[name]
             log("echo load %s: %s" % (name, description))
-            record = echo.run_load(name, description, params, args.full, repeats, log)
+            record = echo.run_load(name, description, params, args.full, repeats, log, servers)
             result["echo"].append(record)
             print(report.echo_table(record))
             sys.stdout.flush()
