@@ -104,17 +104,18 @@ cdef inline bint still_owns(object map, Entry entry):
 cdef int end_event() except -1:
     """The end of an event's handlers: the pushes they deferred are sent."""
     global _event_serial, _deferring
+    cdef ChatBase chat
     _event_serial = 0
     while _deferring:
         batch = _deferring
         _deferring = []
-        for obj in batch:
+        for chat in batch:
             try:
-                (<ChatBase>obj).flush_deferred()
+                chat.flush_deferred()
             except _reraised_exceptions:
                 raise
             except BaseException:
-                call_handle_error(obj)
+                call_handle_error(chat)
     return 0
 
 

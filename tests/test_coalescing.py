@@ -192,6 +192,7 @@ if given is not None:
         st.just(("close_when_done",)),
         st.just(("discard",)),
         st.tuples(st.just("producer"), st.lists(data, max_size=3)),
+        st.just(("raise",)),
     )
     script = st.lists(st.lists(op, max_size=6), min_size=1, max_size=5)
 

@@ -655,6 +655,60 @@ def test_unwrap_back_to_plaintext(asyncore, asynchat, tls, sockmap, use_poll):
     assert tls.tls_state(server.handlers[0]) == "plain"
 
 
+def test_client_pushes_then_starttls_in_one_handler(asyncore, asynchat, tls, sockmap,
+                                                    use_poll):
+    """fastcore as the client pushes two plaintext lines and starts TLS in the
+    same handler: both lines leave before the ClientHello (the second push
+    waits for the end of the event otherwise)."""
+    listener = socket.create_server((support.LOCALHOST, 0))
+    port = listener.getsockname()[1]
+
+    def server():
+        raw, _ = listener.accept()
+        raw.settimeout(TIMEOUT)
+        buf = bytearray()
+        with raw:
+            raw.sendall(b"220 welcome\r\n")
+            first, second = read_line(raw, buf), read_line(raw, buf)
+            assert not buf   # the ClientHello comes after the lines, not with them
+            with server_context().wrap_socket(raw, server_side=True) as s:
+                line = read_line(s, bytearray())
+                s.sendall(b"tls " + line + b"\r\n")
+            return first, second, line
+
+    class Client(asynchat.async_chat):
+        def __init__(self):
+            asynchat.async_chat.__init__(self, map=sockmap)
+            self.set_terminator(b"\r\n")
+            self.parts = []
+            self.create_socket()
+            self.connect((support.LOCALHOST, port))
+
+        def collect_incoming_data(self, data):
+            self.parts.append(data)
+
+        def found_terminator(self):
+            line = b"".join(self.parts)
+            self.parts = []
+            if line == b"220 welcome":
+                self.push(b"EHLO client\r\n")
+                self.push(b"STARTTLS\r\n")
+                tls.start_tls(self, client_context(), server_hostname="localhost")
+            elif line == b"tls hello":
+                self.close()
+
+        def handle_handshake_done(self):
+            self.push(b"hello\r\n")
+
+    thread = support.start_thread(server)
+    try:
+        Client()
+        assert run_with(asyncore, sockmap, thread, use_poll) == (
+            b"EHLO client", b"STARTTLS", b"hello")
+    finally:
+        listener.close()
+
+
 def test_client_starttls_and_unwrap(asyncore, asynchat, tls, sockmap, use_poll):
     """fastcore as the client: STARTTLS after a greeting, then CCC back to
     plaintext, against a blocking ssl server."""
