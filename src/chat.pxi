@@ -19,15 +19,20 @@ cdef object _deque_setitem = collections.deque.__setitem__
 # _deferred list, and dispatch.pxi's end_event() sends every dispatcher's list
 # in one sendmsg(2) when the event's handlers return. docs/design.md says why
 # no program can tell.
+# Loops may run in several threads (one map each): an event belongs to the
+# thread that dispatches it, and only that thread defers in it and sends what
+# it deferred.
 cdef unsigned long _event_serial = 0
 cdef unsigned long _events_begun = 0
+cdef unsigned long _event_thread = 0   # the thread of the event _event_serial names
 cdef list _deferring = []   # the dispatchers with a _deferred list
 
 
 cdef inline void begin_event() noexcept:
-    global _event_serial, _events_begun
+    global _event_serial, _events_begun, _event_thread
     _events_begun += 1
     _event_serial = _events_begun
+    _event_thread = PyThread_get_thread_ident()
 
 
 cdef enum:
@@ -99,6 +104,7 @@ cdef class ChatBase(DispatcherBase):
     cdef Py_ssize_t _line_len  # bytes collected since the last bytes terminator
     cdef bint _quiet_fifo      # push() is running: it marks the dispatcher dirty itself
     cdef list _deferred        # pushes of this event still to send (bytes), or None
+    cdef unsigned long _deferred_thread  # the thread whose event deferred them
     cdef unsigned long _sent_serial  # the event in which a push's send took everything
 
     def __cinit__(self, *args, **kwargs):
@@ -353,6 +359,7 @@ cdef class ChatBase(DispatcherBase):
         if type(data) is bytes and self.may_defer(PyBytes_GET_SIZE(data)):
             if self._deferred is None:
                 self._deferred = [data]
+                self._deferred_thread = _event_thread
                 _deferring.append(self)
             else:
                 self._deferred.append(data)
@@ -388,7 +395,10 @@ cdef class ChatBase(DispatcherBase):
         earlier push in it was sent in full, nothing is queued, 3.11 would
         send it in one piece (one send, not none), and the output path is the
         core's own on a socket the core sends on itself."""
-        if _event_serial == 0 or self._sent_serial != _event_serial:
+        if _event_serial == 0 or self._sent_serial != _event_serial \
+                or PyThread_get_thread_ident() != _event_thread:
+            return False
+        if self._deferred is not None and self._deferred_thread != _event_thread:
             return False
         # (3.11 drops an empty push without a send.)
         if size == 0 or size > cached_attr(self, CACHED_OUT_SIZE):

@@ -102,17 +102,29 @@ cdef inline bint still_owns(object map, Entry entry):
 
 
 cdef int end_event() except -1:
-    """The end of an event's handlers: the pushes they deferred are sent."""
+    """The end of an event's handlers: the pushes this thread deferred are sent
+    (what a flush's handlers defer in turn too)."""
     global _event_serial, _deferring
     cdef ChatBase chat
+    cdef list batch
+    cdef Py_ssize_t i
+    cdef unsigned long me = PyThread_get_thread_ident()
+    cdef bint sent = True
     _event_serial = 0
-    while _deferring:
+    while sent and _deferring:
+        sent = False
         batch = _deferring
         _deferring = []
-        for chat in batch:
+        for i in range(len(batch)):
+            chat = batch[i]
+            if chat._deferred_thread != me:
+                _deferring.append(chat)   # another loop's thread sends it
+                continue
+            sent = True
             try:
                 chat.flush_deferred()
             except _reraised_exceptions:
+                _deferring.extend(batch[i + 1:])
                 raise
             except BaseException:
                 call_handle_error(chat)

@@ -352,3 +352,45 @@ def test_reset_before_the_combined_send(asyncore, asynchat):
         assert chat.events[-1] == ("handle_close",)
     finally:
         asyncore.close_all(map=m, ignore_all=True)
+
+
+def test_another_threads_loop_leaves_deferred_output_alone(asyncore, asynchat):
+    # Two loops in two threads, a map each. While A's handler waits, B's loop
+    # runs a whole event: B's end of event must not send (nor run handlers
+    # for) what A's event deferred; A's own end of event sends it.
+    chat_class = _script_chat(asynchat)
+    b_done = support.threading.Event()
+    seen_by_a = []
+
+    class Waiting(chat_class):
+        def run(self, op):
+            if op == ("wait",):
+                assert b_done.wait(support.DEFAULT_TIMEOUT)
+                seen_by_a.append(support.recv_available(a_peer)[0])
+            else:
+                super().run(op)
+
+    map_a, map_b = {}, {}
+    a, a_peer = socket.socketpair()
+    b, b_peer = socket.socketpair()
+    try:
+        Waiting(a, map_a, [P[:2] + [("wait",)]])
+        chat_b = chat_class(b, map_b, [P[:2]])
+
+        def loop_b():
+            b_peer.sendall(b"0\n")
+            run_until(asyncore, map_b, lambda: ("found",) in chat_b.events, what="B's line")
+            b_done.set()
+
+        thread = support.start_thread(loop_b)
+        a_peer.sendall(b"0\n")
+        run_until(asyncore, map_a, lambda: seen_by_a, what="A's line")
+        thread.finish()
+        assert seen_by_a == [P[0][1]]
+        assert support.recv_available(a_peer)[0] == P[1][1]
+        assert support.recv_available(b_peer)[0] == P[0][1] + P[1][1]
+    finally:
+        asyncore.close_all(map=map_a, ignore_all=True)
+        asyncore.close_all(map=map_b, ignore_all=True)
+        a_peer.close()
+        b_peer.close()

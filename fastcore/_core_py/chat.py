@@ -11,6 +11,7 @@ after every send.
 
 import operator
 import socket
+import threading
 from errno import EWOULDBLOCK
 from types import SimpleNamespace
 
@@ -24,7 +25,10 @@ from fastcore._core_py.stats import counts
 # _fc_deferred list, and dispatch.py's end_event() sends every dispatcher's
 # list in one sendmsg(2) when the event's handlers return. docs/design.md says
 # why no program can tell.
-events = SimpleNamespace(serial=0, begun=0, deferring=[])
+# Loops may run in several threads (one map each): an event belongs to the
+# thread that dispatches it (events.thread), and only that thread defers in it
+# and sends what it deferred.
+events = SimpleNamespace(serial=0, begun=0, thread=0, deferring=[])
 
 _plain_socket_send = socket.socket.send
 _plain_socket_sendmsg = socket.socket.sendmsg
@@ -36,6 +40,7 @@ _OUTPUT_METHODS = ("push", "initiate_send", "send", "writable", "close", "refill
 def begin_event():
     events.begun += 1
     events.serial = events.begun
+    events.thread = threading.get_ident()
 
 
 def _send_deferred(sock, items):
@@ -86,6 +91,7 @@ class ChatBase(DispatcherBase):
     _fc_interest_stable = False  # until a producer_fifo of its own is set
     _fc_line_len = 0  # bytes collected since the last bytes terminator
     _fc_deferred = None  # pushes of this event still to send (bytes)
+    _fc_deferred_thread = 0  # the thread whose event deferred them
     _fc_sent_serial = 0  # the event in which a push's send took everything
 
     # -- input ---------------------------------------------------------------
@@ -255,6 +261,7 @@ class ChatBase(DispatcherBase):
         if type(data) is bytes and self._fc_may_defer(len(data)):
             if self._fc_deferred is None:
                 self._fc_deferred = [data]
+                self._fc_deferred_thread = events.thread
                 events.deferring.append(self)
             else:
                 self._fc_deferred.append(data)
@@ -278,7 +285,9 @@ class ChatBase(DispatcherBase):
         send it in one piece (one send, not none), and the output path is the
         core's own on a plain non-blocking socket."""
         serial = events.serial
-        if not serial or self._fc_sent_serial != serial:
+        if not serial or self._fc_sent_serial != serial or threading.get_ident() != events.thread:
+            return False
+        if self._fc_deferred is not None and self._fc_deferred_thread != events.thread:
             return False
         # (3.11 drops an empty push without a send.)
         if size == 0 or size > self.ac_out_buffer_size:

@@ -6,6 +6,7 @@ closed and reused during the iteration belongs to somebody else) and must
 not have had its close handled in this iteration.
 """
 
+import threading
 from time import monotonic
 from types import SimpleNamespace
 
@@ -214,15 +215,24 @@ def _iterate(timeout, map, backend, select_style, may_block):
 
 
 def end_event():
-    """The end of an event's handlers: the pushes they deferred are sent."""
+    """The end of an event's handlers: the pushes this thread deferred are sent
+    (what a flush's handlers defer in turn too)."""
+    me = threading.get_ident()
     events.serial = 0
-    while events.deferring:
+    sent = True
+    while sent and events.deferring:
+        sent = False
         batch = events.deferring
         events.deferring = []
-        for obj in batch:
+        for i, obj in enumerate(batch):
+            if obj._fc_deferred_thread != me:
+                events.deferring.append(obj)  # another loop's thread sends it
+                continue
+            sent = True
             try:
                 obj._fc_flush_deferred()
             except _reraised_exceptions:
+                events.deferring.extend(batch[i + 1 :])
                 raise
             except BaseException:
                 call_handle_error(obj, obj._fileno, obj._map)
