@@ -31,7 +31,7 @@ from fastcore._core_py.stats import counts
 events = SimpleNamespace(serial=0, begun=0, thread=0, deferring=[])
 
 _plain_socket_send = socket.socket.send
-_plain_socket_sendmsg = socket.socket.sendmsg
+_plain_socket_sendmsg = getattr(socket.socket, "sendmsg", None)  # None on Windows: no coalescing
 _SENDMSG_BATCH = 64  # buffers per sendmsg(2), well below IOV_MAX
 # Methods whose overriding keeps 3.11's one send per push.
 _OUTPUT_METHODS = ("push", "initiate_send", "send", "writable", "close", "refill_buffer")
@@ -315,6 +315,7 @@ class ChatBase(DispatcherBase):
         sock = own.get("socket")
         return (
             type(sock) is socket.socket
+            and _plain_socket_sendmsg is not None
             and socket.socket.send is _plain_socket_send
             and socket.socket.sendmsg is _plain_socket_sendmsg
             and sock.gettimeout() == 0
