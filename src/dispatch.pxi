@@ -177,13 +177,14 @@ cdef int run_read(object obj) except -1:
     if traced:
         trace_begin(&mark)
     try:
-        do_read(obj)
-    except _reraised_exceptions:
+        try:
+            do_read(obj)
+        except _reraised_exceptions:
+            raise
+        except BaseException:
+            call_handle_error(obj)
+    finally:
         end_event()
-        raise
-    except BaseException:
-        call_handle_error(obj)
-    end_event()
     if traced:
         trace_end(&mark, obj, FC_IN)
     return 0
@@ -198,13 +199,14 @@ cdef int run_write(object obj) except -1:
     if traced:
         trace_begin(&mark)
     try:
-        do_write(obj)
-    except _reraised_exceptions:
+        try:
+            do_write(obj)
+        except _reraised_exceptions:
+            raise
+        except BaseException:
+            call_handle_error(obj)
+    finally:
         end_event()
-        raise
-    except BaseException:
-        call_handle_error(obj)
-    end_event()
     if traced:
         trace_end(&mark, obj, FC_OUT)
     return 0
@@ -218,13 +220,14 @@ cdef int run_expt(object obj) except -1:
     if traced:
         trace_begin(&mark)
     try:
-        obj.handle_expt_event()
-    except _reraised_exceptions:
+        try:
+            obj.handle_expt_event()
+        except _reraised_exceptions:
+            raise
+        except BaseException:
+            call_handle_error(obj)
+    finally:
         end_event()
-        raise
-    except BaseException:
-        call_handle_error(obj)
-    end_event()
     if traced:
         trace_end(&mark, obj, FC_PRI)
     return 0
@@ -241,30 +244,31 @@ cdef int run_readwrite(object map, Entry entry, int flags) except -1:
     if traced:
         trace_begin(&mark)
     try:
-        if flags & FC_IN:
-            _stats.events[EV_READ] += 1
-            do_read(obj)
-        if flags & FC_OUT and still_owns(map, entry):
-            _stats.events[EV_WRITE] += 1
-            do_write(obj)
-        if flags & FC_PRI and entry.mask & FC_IN and still_owns(map, entry):
-            _stats.events[EV_EXPT] += 1
-            obj.handle_expt_event()
-        # With data still to read, the read drains it and its b"" closes.
-        if flags & (FC_HUP | FC_ERR | FC_NVAL) and not flags & FC_IN \
-                and still_owns(map, entry):
-            call_close_once(obj)
-    except OSError as err:
-        if err.errno in _DISCONNECTED:
-            call_close_once(obj)
-        else:
+        try:
+            if flags & FC_IN:
+                _stats.events[EV_READ] += 1
+                do_read(obj)
+            if flags & FC_OUT and still_owns(map, entry):
+                _stats.events[EV_WRITE] += 1
+                do_write(obj)
+            if flags & FC_PRI and entry.mask & FC_IN and still_owns(map, entry):
+                _stats.events[EV_EXPT] += 1
+                obj.handle_expt_event()
+            # With data still to read, the read drains it and its b"" closes.
+            if flags & (FC_HUP | FC_ERR | FC_NVAL) and not flags & FC_IN \
+                    and still_owns(map, entry):
+                call_close_once(obj)
+        except OSError as err:
+            if err.errno in _DISCONNECTED:
+                call_close_once(obj)
+            else:
+                call_handle_error(obj)
+        except _reraised_exceptions:
+            raise
+        except BaseException:
             call_handle_error(obj)
-    except _reraised_exceptions:
+    finally:
         end_event()
-        raise
-    except BaseException:
-        call_handle_error(obj)
-    end_event()
     if traced:
         trace_end(&mark, obj, flags)
     return 0

@@ -43,7 +43,7 @@ class ListProducer:
         return self.parts.pop(0) if self.parts else b""
 
 
-def _script_chat(asynchat):
+def _script_chat(asynchat, asyncore_module=None):
     """async_chat that runs script[i] (a list of operations) for line i,
     recording what it does and sees; its output path is the library's own."""
 
@@ -86,6 +86,9 @@ def _script_chat(asynchat):
                 self.push_with_producer(ListProducer(op[1]))
             elif name == "raise":
                 raise ValueError("from the handler")
+            elif name == "raise_then_exit":
+                self.exit_in_handle_error = True
+                raise ValueError("from the handler")
 
         def handle_close(self):
             self.events.append(("handle_close",))
@@ -93,6 +96,8 @@ def _script_chat(asynchat):
 
         def handle_error(self):
             self.events.append(("handle_error", sys.exc_info()[0].__name__))
+            if getattr(self, "exit_in_handle_error", False):
+                raise asyncore_module.ExitNow("from handle_error")
             self.handle_close()
 
     return ScriptChat
@@ -100,9 +105,10 @@ def _script_chat(asynchat):
 
 def scenario_script(asyncore, asynchat, script, use_poll, peer_closes=False,
                     out_buffer_size=None):
-    chat_class = _script_chat(asynchat)
+    chat_class = _script_chat(asynchat, asyncore)
     m = {}
     a, b = socket.socketpair()
+    exited = False
     try:
         chat = chat_class(a, m, script)
         if out_buffer_size is not None:
@@ -112,8 +118,13 @@ def scenario_script(asyncore, asynchat, script, use_poll, peer_closes=False,
         if peer_closes:
             b.shutdown(socket.SHUT_RDWR)
         # All of it read (discard_buffers() may drop the lines after it).
-        run_until(asyncore, m, lambda: not m or support.consumed(chat),
-                  use_poll=use_poll, what="script run")
+        try:
+            run_until(asyncore, m, lambda: not m or support.consumed(chat),
+                      use_poll=use_poll, what="script run")
+        except asyncore.ExitNow:
+            exited = True   # from handle_error: what was pushed before is on the wire
+            reader.drain()
+            return {"events": chat.events, "out": bytes(reader.buf), "exited": exited}
 
         def settled():
             if not peer_closes:
@@ -145,6 +156,7 @@ CASES = {
     "producer": [P[:2] + [("producer", [b"p1,", b"p2,", b"p3"])] + P[2:]],
     "raise": [P[:3] + [("raise",)]],
     "raise_then_lines": [P[:2] + [("raise",)], P[2:]],
+    "exit_from_handle_error": [P[:3] + [("raise_then_exit",)]],
     "mutable_data": [P[:2] + [("push_bytearray", b"mutable\r\n")] + P[2:]],
     "empty_push": [P[:1] + [("push", b"")] + P[1:]],
     "large_push": [P[:1] + [("push", b"x" * 70000)] + P[1:]],

@@ -262,13 +262,14 @@ def _run(handler, obj, fd, map, flags, now):
     if traced:
         mark = stats.trace_begin()
     try:
-        handler()
-    except _reraised_exceptions:
+        try:
+            handler()
+        except _reraised_exceptions:
+            raise
+        except BaseException:
+            call_handle_error(obj, fd, map)
+    finally:
         end_event()
-        raise
-    except BaseException:
-        call_handle_error(obj, fd, map)
-    end_event()
     if traced:
         stats.trace_end(mark, obj, flags)
 
@@ -309,27 +310,28 @@ def _dispatch_poll(ready, map, iteration, now):
         if traced:
             mark = stats.trace_begin()
         try:
-            if flags & POLLIN:
-                counts.read += 1
-                read_handler(obj)()
-            if flags & POLLOUT and _alive(map, fd, obj, iteration):
-                counts.write += 1
-                write_handler(obj)()
-            if flags & POLLPRI and mask & POLLIN and _alive(map, fd, obj, iteration):
-                counts.expt += 1
-                obj.handle_expt_event()
-            if flags & GONE and not flags & POLLIN and _alive(map, fd, obj, iteration):
-                close_once(obj)
-        except OSError as err:
-            if err.errno in _DISCONNECTED:
-                close_safely(obj, fd, map)
-            else:
+            try:
+                if flags & POLLIN:
+                    counts.read += 1
+                    read_handler(obj)()
+                if flags & POLLOUT and _alive(map, fd, obj, iteration):
+                    counts.write += 1
+                    write_handler(obj)()
+                if flags & POLLPRI and mask & POLLIN and _alive(map, fd, obj, iteration):
+                    counts.expt += 1
+                    obj.handle_expt_event()
+                if flags & GONE and not flags & POLLIN and _alive(map, fd, obj, iteration):
+                    close_once(obj)
+            except OSError as err:
+                if err.errno in _DISCONNECTED:
+                    close_safely(obj, fd, map)
+                else:
+                    call_handle_error(obj, fd, map)
+            except _reraised_exceptions:
+                raise
+            except BaseException:
                 call_handle_error(obj, fd, map)
-        except _reraised_exceptions:
+        finally:
             end_event()
-            raise
-        except BaseException:
-            call_handle_error(obj, fd, map)
-        end_event()
         if traced:
             stats.trace_end(mark, obj, flags)
