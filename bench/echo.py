@@ -24,6 +24,8 @@ SERVERS = [
     ("uvloop", "uvloop Protocol", ["uvloop"]),
     ("ext-raw", "fastcore (extension), raw dispatcher", ["ext", "--raw"]),
     ("ref-raw", "reference asyncore, raw dispatcher", ["ref", "--raw"]),
+    ("ext-doc", "fastcore (extension), documentation's dispatcher", ["ext", "--doc"]),
+    ("ref-doc", "reference asyncore, documentation's dispatcher", ["ref", "--doc"]),
 ]
 
 
@@ -172,8 +174,8 @@ def fd_need(params):
     return params.get("conns", 0) + params.get("idle", 0) + 64
 
 
-def run_load(name, description, params, full, repeats, log):
-    """Every server under one load; returns the load's JSON record."""
+def run_load(name, description, params, full, repeats, log, only=None):
+    """Every server (or those named in only) under one load; returns the load's JSON record."""
     fd_limit = impls.raise_fd_limit()
     cpus = cpu_plan()
     window = (1.0, 3.0) if full else (0.3, 1.0)
@@ -182,6 +184,8 @@ def run_load(name, description, params, full, repeats, log):
               "pinned": cpus[0] is not None, "rows": []}
     servers = []   # (row, args) of the servers that can run
     for server, label, args in SERVERS:
+        if only is not None and server not in only:
+            continue
         row = {"server": server, "label": label, "runs": []}
         record["rows"].append(row)
         why = server_available(server)
@@ -209,8 +213,25 @@ def run_load(name, description, params, full, repeats, log):
     return record
 
 
-def callgrind_pingpong(messages, log):
-    """User-space instructions per ping-pong message of each asyncore server, by callgrind.
+CALLGRIND_LOADS = ("ping-pong", "pipelined", "bulk")
+
+
+def callgrind_loads(messages, names, log, servers=None):
+    """{load: rows} of callgrind_pingpong for each of the named loads
+    (ping-pong, pipelined, bulk: the loads' parameters, fewer messages for bulk)."""
+    defined = loads(False)
+    result = {}
+    for name in names:
+        params = {k: v for k, v in defined[name][1].items() if k in ("conns", "size", "batch")}
+        count = messages // 4 if name == "bulk" else messages
+        log("callgrind, %s, %d messages" % (name, count))
+        result[name] = callgrind_pingpong(count, log, params, servers)
+    return result
+
+
+def callgrind_pingpong(messages, log, params=None, servers=None):
+    """User-space instructions per message of each asyncore server, by callgrind
+    (ping-pong unless params give another load).
 
     The server runs under valgrind; after a warm-up session its counters are
     zeroed, one session of ``messages`` lines runs, and the dump's total is divided
@@ -218,8 +239,11 @@ def callgrind_pingpong(messages, log):
     """
     out_dir = os.path.join(BUILD, "callgrind")
     os.makedirs(out_dir, exist_ok=True)
+    base_params = dict(params or {"conns": 100, "size": 64, "batch": 1}, warmup=0.5)
     rows = []
     for server, label, args in SERVERS:
+        if servers is not None and server not in servers:
+            continue
         why = server_available(server)
         if why:
             rows.append({"server": server, "label": label, "skipped": why})
@@ -231,7 +255,7 @@ def callgrind_pingpong(messages, log):
         wrapper = ["valgrind", "--tool=callgrind", "--callgrind-out-file=" + out]
         proc, port = start_server(args, args[0], None, wrapper)
         try:
-            params = {"conns": 100, "size": 64, "batch": 1, "warmup": 0.5}
+            params = base_params
             run_loadgen(port, proc.pid, dict(params, messages=2000), None, 600)
             subprocess.run(["callgrind_control", "--zero", str(proc.pid)], check=True,
                            capture_output=True)

@@ -1,6 +1,6 @@
 """The line-echo servers of the end-to-end benchmark, one per process.
 
-    python bench/echo_server.py ext|pure|ref [--raw]    # the asyncore-API server
+    python bench/echo_server.py ext|pure|ref [--raw|--doc]    # the asyncore-API server
     python bench/echo_server.py asyncio|uvloop          # the same protocol on Protocols
 
 Prints ``PORT <n>`` once listening on 127.0.0.1, then serves until killed.
@@ -19,8 +19,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import impls  # noqa: E402
 
 
-def asyncore_server(asyncore, asynchat, raw, backlog):
-    """The server written once against the asyncore API: one push per line."""
+def asyncore_server(asyncore, asynchat, variant, backlog):
+    """The server written once against the asyncore API: async_chat with one
+    push per line; --raw a dispatcher_with_send echoing each recv; --doc the
+    asyncore documentation's dispatcher pattern (readable() True, writable()
+    while its output buffer holds bytes), echoing whole lines."""
 
     class EchoHandler(asynchat.async_chat):
         def __init__(self, sock, map):
@@ -41,7 +44,29 @@ def asyncore_server(asyncore, asynchat, raw, backlog):
             if data:
                 self.send(data)
 
-    handler = RawEchoHandler if raw else EchoHandler
+    class DocEchoHandler(asyncore.dispatcher):
+        def __init__(self, sock, map):
+            asyncore.dispatcher.__init__(self, sock, map=map)
+            self.pending = b""   # input after the last newline
+            self.buffer = b""    # output
+
+        def readable(self):
+            return True
+
+        def writable(self):
+            return len(self.buffer) > 0
+
+        def handle_read(self):
+            data = self.pending + self.recv(65536)
+            end = data.rfind(b"\n") + 1
+            self.buffer += data[:end]
+            self.pending = data[end:]
+
+        def handle_write(self):
+            sent = self.send(self.buffer)
+            self.buffer = self.buffer[sent:]
+
+    handler = {"raw": RawEchoHandler, "doc": DocEchoHandler}.get(variant, EchoHandler)
 
     class EchoServer(asyncore.dispatcher):
         def __init__(self, map):
@@ -111,13 +136,17 @@ def announce(port):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("impl", choices=["ext", "pure", "ref", "asyncio", "uvloop"])
-    parser.add_argument("--raw", action="store_true", help="dispatcher_with_send echo")
+    variant = parser.add_mutually_exclusive_group()
+    variant.add_argument("--raw", action="store_const", const="raw", dest="variant",
+                         help="dispatcher_with_send echo")
+    variant.add_argument("--doc", action="store_const", const="doc", dest="variant",
+                         help="the documentation's dispatcher, writable() overridden")
     parser.add_argument("--backlog", type=int, default=1024)
     args = parser.parse_args()
     impls.raise_fd_limit()
     if args.impl in impls.ASYNCORE_IMPLS:
         asyncore, asynchat = impls.load(args.impl)
-        asyncore_server(asyncore, asynchat, args.raw, args.backlog)
+        asyncore_server(asyncore, asynchat, args.variant, args.backlog)
     else:
         asyncio_server(args.impl == "uvloop", args.backlog)
 

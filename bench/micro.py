@@ -23,6 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import impls  # noqa: E402
 
 IDLE_SIZES = (10, 100, 1000, 10000)
+DOC_IDLE_SIZES = (10, 100, 1000, 5000, 10000)
 READY_SIZES = (10, 100, 1000)
 LINE_SIZES = (8, 64, 1024, 16384)
 TERMINATORS = {"1-byte": b"\n", "multi-byte": b"\r\n", "int": None}
@@ -62,29 +63,52 @@ def styles(name, socket_map):
     return result
 
 
-def bench_iteration(impls_, fd_limit, repeats, sample_s):
-    """One loop iteration with N idle connected async_chat dispatchers.
+def chat_idle_class(asyncore, asynchat):
+    class Idle(asynchat.async_chat):
+        def collect_incoming_data(self, data):
+            pass
+
+        def found_terminator(self):
+            pass
+
+    return Idle
+
+
+def doc_idle_class(asyncore, asynchat):
+    """The asyncore documentation's dispatcher pattern."""
+
+    class DocIdle(asyncore.dispatcher):
+        def __init__(self, sock, map):
+            asyncore.dispatcher.__init__(self, sock, map=map)
+            self.buffer = b""
+
+        def readable(self):
+            return True
+
+        def writable(self):
+            return len(self.buffer) > 0
+
+    return DocIdle
+
+
+def bench_iteration(impls_, fd_limit, repeats, sample_s, make_class=chat_idle_class,
+                    sizes=IDLE_SIZES):
+    """One loop iteration with N idle connected dispatchers (async_chat, or
+    what make_class makes).
 
     One implementation's map at a time (10,000 fds each), the next right after.
     """
     rows = {name: [] for name in impls_}
-    for n in IDLE_SIZES:
+    for n in sizes:
         for name, (asyncore, asynchat) in impls_.items():
-
-            class Idle(asynchat.async_chat):
-                def collect_incoming_data(self, data):
-                    pass
-
-                def found_terminator(self):
-                    pass
-
+            idle_class = make_class(asyncore, asynchat)
             if n + 64 > fd_limit:
                 rows[name].append({"idle": n, "poller": "-", "skipped": "fd limit %d" % fd_limit})
                 continue
             socket_map = {}
             for _ in range(n // 2):  # both ends of each pair are idle dispatchers
                 for sock in socket.socketpair():
-                    Idle(sock, map=socket_map)
+                    idle_class(sock, map=socket_map)
             for label, use_poll in styles(name, socket_map):
                 samples = [time_loop(asyncore, socket_map, use_poll, sample_s)[0]
                            for _ in range(repeats)]
@@ -296,7 +320,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("impls", help="comma-separated: ext,ref or pure,ref")
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--only", help="comma-separated: iteration,dispatch,chat_input,push")
+    parser.add_argument("--only", help="comma-separated: iteration,doc_iteration,dispatch,"
+                        "chat_input,push")
     args = parser.parse_args()
     loaded = {name: impls.load(name) for name in args.impls.split(",")}
     fd_limit = impls.raise_fd_limit()
@@ -314,6 +339,9 @@ def main():
 
     if wanted("iteration"):
         merge("iteration", bench_iteration(loaded, fd_limit, repeats, sample_s))
+    if wanted("doc_iteration"):
+        merge("doc_iteration", bench_iteration(loaded, fd_limit, repeats, sample_s,
+                                               doc_idle_class, DOC_IDLE_SIZES))
     if wanted("dispatch"):
         merge("dispatch", bench_dispatch(loaded, repeats, sample_s))
     if wanted("chat_input"):

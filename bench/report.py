@@ -92,6 +92,12 @@ def micro_tables(micro):
         "Loop iteration, idle connected async_chat dispatchers: us per iteration, "
         "median [min-max] (x fastcore extension)",
         ["implementation"] + ["%s idle" % fmt(s, 0) for s in sizes], rows))
+    sizes, rows = cells("doc_iteration", value="us", size_key="idle")
+    if rows:
+        out.append(table(
+            "Loop iteration, idle dispatchers of the documentation's pattern (readable() "
+            "True, writable() len(self.buffer) > 0): us per iteration, median [min-max]",
+            ["implementation"] + ["%s idle" % fmt(s, 0) for s in sizes], rows))
     sizes, rows = cells("dispatch", value="us_per_event", size_key="ready")
     out.append(table(
         "Dispatch, every dispatcher readable every iteration (handle_read does nothing): "
@@ -291,7 +297,7 @@ def targets_table(result, full):
     return table("Issue 3 targets, from this run", ["target", "measured", ""], rows)
 
 
-def callgrind_table(rows):
+def callgrind_table(rows, load="ping-pong"):
     base = next((r["per_message"] for r in rows if r["server"] == "ext" and "per_message" in r),
                 None)
     out = []
@@ -301,7 +307,7 @@ def callgrind_table(rows):
             continue
         out.append([r["label"], fmt(r["per_message"], 0),
                     "x" + fmt(r["per_message"] / base) if base else "-"])
-    return table("ping-pong under callgrind: user-space instructions per message "
+    return table("%s under callgrind: user-space instructions per message " % load +
                  "(repeatable; the kernel's share is not counted)",
                  ["server", "instructions/msg", "x fastcore"], out)
 

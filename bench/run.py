@@ -4,6 +4,7 @@
     python bench/run.py --full          # longer windows, more repeats, 10,000 connections
     python bench/run.py --only echo --loads ping-pong,idle
     python bench/run.py --callgrind     # also ping-pong under callgrind (instructions/msg)
+    python bench/run.py --only callgrind --callgrind --callgrind-loads pipelined,bulk
 
 Prints one table per benchmark and load, every implementation with its ratio to
 fastcore (extension), and the issue's targets; writes bench/results/<stamp>.json
@@ -99,12 +100,18 @@ def main():
     parser.add_argument("--full", action="store_true", help="the full runs (several minutes)")
     parser.add_argument("--only", default="micro,echo",
                         help="comma-separated parts: micro, echo (default both)")
-    parser.add_argument("--micro", help="comma-separated: iteration,dispatch,chat_input,push")
+    parser.add_argument("--micro", help="comma-separated: iteration,doc_iteration,dispatch,"
+                        "chat_input,push")
     parser.add_argument("--loads", help="comma-separated: ping-pong,pipelined,bulk,idle,accept")
     parser.add_argument("--repeats", type=int, help="echo runs per server and load "
                         "(default 1 quick, 3 full)")
     parser.add_argument("--callgrind", nargs="?", const=20000, type=int, metavar="MESSAGES",
                         help="also count ping-pong instructions per message under callgrind")
+    parser.add_argument("--callgrind-loads", default="ping-pong",
+                        help="comma-separated loads for --callgrind: "
+                        + ",".join(echo.CALLGRIND_LOADS))
+    parser.add_argument("--servers", help="comma-separated servers (default all): "
+                        + ",".join(name for name, _, _ in echo.SERVERS))
     parser.add_argument("--no-save", action="store_true", help="do not write bench/results/")
     args = parser.parse_args()
     parts = set(args.only.split(","))
@@ -143,18 +150,21 @@ def main():
         if cpus[0] is None:
             log("one CPU: server and load generator share it, figures include the contention")
         result["echo"] = []
+        servers = args.servers.split(",") if args.servers else None
         for name in chosen:
             description, params = loads[name]
             log("echo load %s: %s" % (name, description))
-            record = echo.run_load(name, description, params, args.full, repeats, log)
+            record = echo.run_load(name, description, params, args.full, repeats, log, servers)
             result["echo"].append(record)
             print(report.echo_table(record))
             sys.stdout.flush()
 
     if args.callgrind:
-        log("callgrind, ping-pong, %d messages" % args.callgrind)
-        result["callgrind"] = echo.callgrind_pingpong(args.callgrind, log)
-        print(report.callgrind_table(result["callgrind"]))
+        servers = args.servers.split(",") if args.servers else None
+        result["callgrind"] = echo.callgrind_loads(
+            args.callgrind, args.callgrind_loads.split(","), log, servers)
+        for load, rows in result["callgrind"].items():
+            print(report.callgrind_table(rows, load))
 
     print(report.targets_table(result, args.full))
     result["machine"]["loadavg_end"] = os.getloadavg()

@@ -13,6 +13,28 @@ cdef object _deque_popleft = collections.deque.popleft
 cdef object _deque_setitem = collections.deque.__setitem__
 
 
+# Output coalescing. While the loop dispatches an event, _event_serial names
+# it (0 between events). A push in an event after one whose send (3.11's own,
+# at once) took everything is not sent at once: it waits in the dispatcher's
+# _deferred list, and dispatch.pxi's end_event() sends every dispatcher's list
+# in one sendmsg(2) when the event's handlers return. docs/design.md says why
+# no program can tell.
+# Loops may run in several threads (one map each): an event belongs to the
+# thread that dispatches it, and only that thread defers in it and sends what
+# it deferred.
+cdef unsigned long _event_serial = 0
+cdef unsigned long _events_begun = 0
+cdef unsigned long _event_thread = 0   # the thread of the event _event_serial names
+cdef list _deferring = []   # the dispatchers with a _deferred list
+
+
+cdef inline void begin_event() noexcept:
+    global _event_serial, _events_begun, _event_thread
+    _events_begun += 1
+    _event_serial = _events_begun
+    _event_thread = PyThread_get_thread_ident()
+
+
 cdef enum:
     SHORT_NEEDLE = 16   # up to this length: memchr for the first byte, then memcmp
 
@@ -95,6 +117,9 @@ cdef class ChatBase(DispatcherBase):
     cdef Py_ssize_t _line_len  # bytes collected since the last bytes terminator
     cdef Py_ssize_t _line_limit  # limit_line_length(), -1 for none
     cdef bint _quiet_fifo      # push() is running: it marks the dispatcher dirty itself
+    cdef list _deferred        # pushes of this event still to send (bytes), or None
+    cdef unsigned long _deferred_thread  # the thread whose event deferred them
+    cdef unsigned long _sent_serial  # the event in which a push's send took everything
 
     def __cinit__(self, *args, **kwargs):
         self._inbuf = b""
@@ -354,6 +379,17 @@ cdef class ChatBase(DispatcherBase):
     def push(self, data):
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError("data argument must be byte-ish (%r)", type(data))
+        # bytes only: a bytearray or memoryview may change before the event ends.
+        if type(data) is bytes and self.may_defer(PyBytes_GET_SIZE(data)):
+            if self._deferred is None:
+                self._deferred = [data]
+                self._deferred_thread = _event_thread
+                _deferring.append(self)
+            else:
+                self._deferred.append(data)
+            return
+        if self._deferred is not None:
+            self.flush_deferred()
         cdef Py_ssize_t size = cached_attr(self, CACHED_OUT_SIZE)
         cdef Py_ssize_t n = len(data)
         cdef Py_ssize_t i
@@ -375,6 +411,78 @@ cdef class ChatBase(DispatcherBase):
                 self._quiet_fifo = False
                 if not self._fifo_tracked or self.has_output() != had_output:
                     self.mark_dirty()
+        if _event_serial and self._fifo_tracked and not len(<object>self._fifo):
+            self._sent_serial = _event_serial
+
+    cdef bint may_defer(self, Py_ssize_t size) except -1:
+        """Whether a push of size bytes may wait for the end of this event: an
+        earlier push in it was sent in full, nothing is queued, 3.11 would
+        send it in one piece (one send, not none), and the output path is the
+        core's own on a socket the core sends on itself."""
+        if _event_serial == 0 or self._sent_serial != _event_serial \
+                or PyThread_get_thread_ident() != _event_thread:
+            return False
+        if self._deferred is not None and self._deferred_thread != _event_thread:
+            return False
+        # (3.11 drops an empty push without a send.)
+        if size == 0 or size > cached_attr(self, CACHED_OUT_SIZE):
+            return False
+        if not self._fifo_tracked or len(<object>self._fifo) or self._tls is not None \
+                or not self.is_connected():
+            return False
+        if not self.uses(COALESCE_PATHS) or self.class_paths() & COALESCE_PATHS != COALESCE_PATHS:
+            return False
+        sock = cached_attr(self, CACHED_SOCKET)
+        return plain_socket_methods(sock) and direct_socket_io(sock)
+
+    cdef int flush_deferred(self) except -1:
+        """Sends the deferred pushes, in one sendmsg(2) where the socket takes
+        them all. What it does not take goes to the front of the fifo (3.11
+        would have it there), and the error of a failed send has 3.11's
+        consequence: handle_close() for a lost connection, else handle_error()."""
+        cdef list items = self._deferred
+        cdef Py_ssize_t sent = 0
+        if items is None:
+            return 0
+        self._deferred = None
+        sock = cached_attr(self, CACHED_SOCKET)
+        if not (plain_socket_methods(sock) and direct_socket_io(sock)):
+            # The socket was replaced: the write events send it all.
+            return self.requeue(items, 0)
+        try:
+            sent = fc_socket_sendv(sock, items)
+        except OSError as why:
+            if why.errno != EWOULDBLOCK:
+                self.requeue(items, 0)
+                if why.errno in _DISCONNECTED:
+                    self.close_once()
+                else:
+                    self.handle_error()
+                return 0
+        stats_bytes_written(sent)
+        return self.requeue(items, sent)
+
+    cdef int requeue(self, list items, Py_ssize_t sent) except -1:
+        """Puts what a send of items left, after its first sent bytes, in
+        front of the fifo."""
+        cdef Py_ssize_t i = 0, size
+        while sent:
+            size = PyBytes_GET_SIZE(items[i])
+            if sent < size:
+                items[i] = memoryview(items[i])[sent:]
+                break
+            sent -= size
+            i += 1
+        if i == len(items):
+            return 0
+        fifo = self._fifo
+        for item in reversed(items[i:]):
+            if self._fifo_tracked:
+                _deque_appendleft(fifo, item)
+            else:
+                fifo.appendleft(item)
+        self.mark_dirty()
+        return 0
 
     def push_with_producer(self, producer):
         self.fifo_append(producer)
@@ -395,6 +503,8 @@ cdef class ChatBase(DispatcherBase):
     cdef int send_some(self) except -1:
         cdef Py_ssize_t num_sent, obs
         cdef bint plain_send = self.uses(FAST_SEND)
+        if self._deferred is not None:
+            self.flush_deferred()
         while self._fifo and self.is_connected():
             fifo = self._fifo
             first = fifo[0]

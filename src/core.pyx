@@ -29,6 +29,7 @@ from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.exc cimport PyErr_CheckSignals, PyErr_Clear, PyErr_ExceptionMatches
 from cpython.object cimport Py_SIZE, PyObject, PyObject_GenericSetAttr
 from cpython.pyport cimport PY_SSIZE_T_MAX
+from cpython.pythread cimport PyThread_get_thread_ident
 from cpython.ref cimport Py_DECREF
 from cpython.unicode cimport PyUnicode_CheckExact
 from libc.errno cimport EBADF, EEXIST, EINTR, EINVAL, ENOENT, ENOTCONN, EPERM
@@ -41,7 +42,7 @@ from system cimport (
     fc_dict_version, fc_type_version, fc_epoll_create, fc_epoll_ctl, fc_epoll_wait, fc_event,
     fc_fd_setsize, fc_kqueue_create, fc_kqueue_set, fc_kqueue_wait, fc_monotonic,
     fc_poll_wait, fc_select_wait, fc_socket_fd, fc_socket_family, fc_socket_recv,
-    fc_socket_send, fc_socket_timeout, pollfd,
+    fc_socket_send, fc_socket_sendv, fc_socket_timeout, pollfd,
 )
 from posix.fcntl cimport F_GETFD, fcntl
 
@@ -95,12 +96,14 @@ cdef object _chat_readable, _chat_writable, _chat_get_terminator
 cdef object _base_handle_read_event, _base_handle_write_event
 cdef object _dispatcher_send, _dispatcher_recv
 cdef object _chat_handle_read, _chat_handle_write, _chat_initiate_send
+cdef object _chat_push, _dispatcher_close
 
 # Methods whose assignment to an instance the loop must hear of: readable and
 # writable decide its kind, the others the core calls without a Python call.
 cdef frozenset _WATCHED_METHODS = frozenset({
     "readable", "writable", "handle_read_event", "handle_write_event", "handle_read",
     "handle_write", "recv", "send", "initiate_send", "get_terminator",
+    "push", "close", "refill_buffer",
 })
 
 cdef enum:
@@ -114,6 +117,13 @@ cdef enum:
     FAST_GET_TERMINATOR = 128
     FAST_GENERIC_LOOKUP = 256   # the class keeps object's __getattribute__
     FAST_GETATTR_HOOK = 512     # the class has a __getattr__
+    FAST_PUSH = 1024
+    FAST_CLOSE = 2048
+    FAST_CHAT_WRITABLE = 4096
+    FAST_NO_REFILL = 8192       # the class has no refill_buffer (pre-3.0 async_chat's)
+    # async_chat's output path is the core's: pushes may be coalesced.
+    COALESCE_PATHS = (FAST_PUSH | FAST_INITIATE_SEND | FAST_SEND | FAST_CLOSE
+                      | FAST_CHAT_WRITABLE | FAST_NO_REFILL)
 
 
 # The slots of the values attribute_cache.pxi keeps per dispatcher.
@@ -152,6 +162,8 @@ cdef int fast_paths_of(object cls) except -1:
         bits |= FAST_GENERIC_LOOKUP
     if class_getattr_hook(cls) is not None:
         bits |= FAST_GETATTR_HOOK
+    if getattr(cls, "refill_buffer", None) is None:
+        bits |= FAST_NO_REFILL
     return bits
 
 
@@ -224,6 +236,8 @@ _dispatcher_recv = DispatcherBase.recv
 _chat_handle_read = ChatBase.handle_read
 _chat_handle_write = ChatBase.handle_write
 _chat_initiate_send = ChatBase.initiate_send
+_chat_push = ChatBase.push
+_dispatcher_close = DispatcherBase.close
 _fast_path_table = (
     (FAST_READ_EVENT, "handle_read_event", _base_handle_read_event, DispatcherBase),
     (FAST_WRITE_EVENT, "handle_write_event", _base_handle_write_event, DispatcherBase),
@@ -233,4 +247,7 @@ _fast_path_table = (
     (FAST_SEND, "send", _dispatcher_send, DispatcherBase),
     (FAST_INITIATE_SEND, "initiate_send", _chat_initiate_send, ChatBase),
     (FAST_GET_TERMINATOR, "get_terminator", _chat_get_terminator, ChatBase),
+    (FAST_PUSH, "push", _chat_push, ChatBase),
+    (FAST_CLOSE, "close", _dispatcher_close, DispatcherBase),
+    (FAST_CHAT_WRITABLE, "writable", _chat_writable, ChatBase),
 )

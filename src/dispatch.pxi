@@ -101,6 +101,36 @@ cdef inline bint still_owns(object map, Entry entry):
     return True
 
 
+cdef int end_event() except -1:
+    """The end of an event's handlers: the pushes this thread deferred are sent
+    (what a flush's handlers defer in turn too)."""
+    global _event_serial, _deferring
+    cdef ChatBase chat
+    cdef list batch
+    cdef Py_ssize_t i
+    cdef unsigned long me = PyThread_get_thread_ident()
+    cdef bint sent = True
+    _event_serial = 0
+    while sent and _deferring:
+        sent = False
+        batch = _deferring
+        _deferring = []
+        for i in range(len(batch)):
+            chat = batch[i]
+            if chat._deferred_thread != me:
+                _deferring.append(chat)   # another loop's thread sends it
+                continue
+            sent = True
+            try:
+                chat.flush_deferred()
+            except _reraised_exceptions:
+                _deferring.extend(batch[i + 1:])
+                raise
+            except BaseException:
+                call_handle_error(chat)
+    return 0
+
+
 cdef inline void stamp_activity(object obj) noexcept:
     # Idle timeouts: every read or write event is activity.
     cdef IdleTimer timer
@@ -143,14 +173,18 @@ cdef int run_read(object obj) except -1:
     cdef bint traced = _debug
     _stats.events[EV_READ] += 1
     stamp_activity(obj)
+    begin_event()
     if traced:
         trace_begin(&mark)
     try:
-        do_read(obj)
-    except _reraised_exceptions:
-        raise
-    except BaseException:
-        call_handle_error(obj)
+        try:
+            do_read(obj)
+        except _reraised_exceptions:
+            raise
+        except BaseException:
+            call_handle_error(obj)
+    finally:
+        end_event()
     if traced:
         trace_end(&mark, obj, FC_IN)
     return 0
@@ -161,14 +195,18 @@ cdef int run_write(object obj) except -1:
     cdef bint traced = _debug
     _stats.events[EV_WRITE] += 1
     stamp_activity(obj)
+    begin_event()
     if traced:
         trace_begin(&mark)
     try:
-        do_write(obj)
-    except _reraised_exceptions:
-        raise
-    except BaseException:
-        call_handle_error(obj)
+        try:
+            do_write(obj)
+        except _reraised_exceptions:
+            raise
+        except BaseException:
+            call_handle_error(obj)
+    finally:
+        end_event()
     if traced:
         trace_end(&mark, obj, FC_OUT)
     return 0
@@ -178,14 +216,18 @@ cdef int run_expt(object obj) except -1:
     cdef TraceMark mark
     cdef bint traced = _debug
     _stats.events[EV_EXPT] += 1
+    begin_event()
     if traced:
         trace_begin(&mark)
     try:
-        obj.handle_expt_event()
-    except _reraised_exceptions:
-        raise
-    except BaseException:
-        call_handle_error(obj)
+        try:
+            obj.handle_expt_event()
+        except _reraised_exceptions:
+            raise
+        except BaseException:
+            call_handle_error(obj)
+    finally:
+        end_event()
     if traced:
         trace_end(&mark, obj, FC_PRI)
     return 0
@@ -198,31 +240,35 @@ cdef int run_readwrite(object map, Entry entry, int flags) except -1:
     obj = entry.obj
     if flags & (FC_IN | FC_OUT):
         stamp_activity(obj)
+    begin_event()
     if traced:
         trace_begin(&mark)
     try:
-        if flags & FC_IN:
-            _stats.events[EV_READ] += 1
-            do_read(obj)
-        if flags & FC_OUT and still_owns(map, entry):
-            _stats.events[EV_WRITE] += 1
-            do_write(obj)
-        if flags & FC_PRI and entry.mask & FC_IN and still_owns(map, entry):
-            _stats.events[EV_EXPT] += 1
-            obj.handle_expt_event()
-        # With data still to read, the read drains it and its b"" closes.
-        if flags & (FC_HUP | FC_ERR | FC_NVAL) and not flags & FC_IN \
-                and still_owns(map, entry):
-            call_close_once(obj)
-    except OSError as err:
-        if err.errno in _DISCONNECTED:
-            call_close_once(obj)
-        else:
+        try:
+            if flags & FC_IN:
+                _stats.events[EV_READ] += 1
+                do_read(obj)
+            if flags & FC_OUT and still_owns(map, entry):
+                _stats.events[EV_WRITE] += 1
+                do_write(obj)
+            if flags & FC_PRI and entry.mask & FC_IN and still_owns(map, entry):
+                _stats.events[EV_EXPT] += 1
+                obj.handle_expt_event()
+            # With data still to read, the read drains it and its b"" closes.
+            if flags & (FC_HUP | FC_ERR | FC_NVAL) and not flags & FC_IN \
+                    and still_owns(map, entry):
+                call_close_once(obj)
+        except OSError as err:
+            if err.errno in _DISCONNECTED:
+                call_close_once(obj)
+            else:
+                call_handle_error(obj)
+        except _reraised_exceptions:
+            raise
+        except BaseException:
             call_handle_error(obj)
-    except _reraised_exceptions:
-        raise
-    except BaseException:
-        call_handle_error(obj)
+    finally:
+        end_event()
     if traced:
         trace_end(&mark, obj, flags)
     return 0

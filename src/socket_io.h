@@ -22,6 +22,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 
 typedef struct {
     PyObject_HEAD
@@ -106,6 +107,52 @@ static PyObject *fc_socket_send(PyObject *sock, const char *buf, Py_ssize_t len)
         if (PyErr_CheckSignals() < 0)
             return NULL;
     }
+}
+
+/* The bytes objects of list items, in order, with sendmsg(2), FC_SENDV_BATCH
+ * buffers a call, until one call takes less than it was given: the count
+ * sent, or -1 with the exception set (nothing was sent then). */
+#define FC_SENDV_BATCH 64
+static Py_ssize_t fc_socket_sendv(PyObject *sock, PyObject *items)
+{
+    struct iovec iov[FC_SENDV_BATCH];
+    struct msghdr msg;
+    Py_ssize_t count = PyList_GET_SIZE(items), next = 0, total = 0;
+    size_t offered;
+    ssize_t sent;
+    int n;
+
+    while (next < count) {
+        offered = 0;
+        for (n = 0; n < FC_SENDV_BATCH && next + n < count; n++) {
+            PyObject *item = PyList_GET_ITEM(items, next + n);
+            iov[n].iov_base = PyBytes_AS_STRING(item);
+            iov[n].iov_len = (size_t)PyBytes_GET_SIZE(item);
+            offered += iov[n].iov_len;
+        }
+        memset(&msg, 0, sizeof msg);
+        msg.msg_iov = iov;
+        msg.msg_iovlen = n;
+        sent = sendmsg(fc_socket_fd(sock), &msg, 0);
+        if (sent < 0) {
+            /* After a part went: report that part; a signal's handler
+             * or the error runs at the next call. */
+            if (total)
+                return total;
+            if (errno == EINTR) {
+                if (PyErr_CheckSignals() < 0)
+                    return -1;
+                continue;
+            }
+            PyErr_SetFromErrno(PyExc_OSError);
+            return -1;
+        }
+        total += sent;
+        if ((size_t)sent < offered)
+            break;
+        next += n;
+    }
+    return total;
 }
 
 #endif

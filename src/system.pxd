@@ -47,3 +47,4 @@ cdef extern from "socket_io.h":
     long long fc_socket_timeout(object sock)
     object fc_socket_recv(object sock, Py_ssize_t size, int *large)
     object fc_socket_send(object sock, const char *buf, Py_ssize_t length)
+    Py_ssize_t fc_socket_sendv(object sock, list items) except -1

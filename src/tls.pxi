@@ -447,6 +447,8 @@ def start_tls(dispatcher, context, server_side=False, server_hostname=None, sess
     disp = <DispatcherBase>dispatcher
     if disp._tls is not None:
         raise ValueError("TLS is already started on %r" % (dispatcher,))
+    # Plaintext pushed earlier in this event goes out as plaintext, as 3.11 sent it.
+    disp.flush_deferred()
     if getattr(dispatcher, "socket", None) is None or not (
             getattr(dispatcher, "connected", False) or getattr(dispatcher, "connecting", False)):
         raise ValueError("start_tls() needs a connected dispatcher (or one in handle_connect)")

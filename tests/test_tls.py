@@ -67,6 +67,17 @@ def read_line(sock, buf):
     return line
 
 
+def read_line_bytewise(sock):
+    """One b"\r\n"-terminated line from a blocking socket, nothing after it."""
+    line = bytearray()
+    while not line.endswith(b"\r\n"):
+        data = sock.recv(1)
+        if not data:
+            raise EOFError("closed before a full line: %r" % bytes(line))
+        line += data
+    return bytes(line[:-2])
+
+
 class BioClient:
     """A TLS client over memory BIOs on a blocking socket: the test decides
     which bytes go out together (plaintext and records in one send)."""
@@ -158,6 +169,12 @@ def line_server_class(asynchat, tls, record):
             self.parts = []
             record.append(line)
             if line == b"STARTTLS":
+                self.push(b"220 go ahead\r\n")
+                tls.start_tls(self, self.ctx, server_side=True)
+            elif line == b"STARTTLS TWO":
+                # The second push waits for the end of the read (coalescing):
+                # start_tls() must send it in the clear first.
+                self.push(b"220-ready\r\n")
                 self.push(b"220 go ahead\r\n")
                 tls.start_tls(self, self.ctx, server_side=True)
             elif line == b"STARTTLS BIG":
@@ -567,6 +584,23 @@ def test_starttls_reply_queued_goes_out_in_the_clear(asyncore, asynchat, tls, so
         True, b"220 go ahead", b"tls: secret")
 
 
+def test_starttls_two_replies_in_one_handler(asyncore, asynchat, tls, sockmap, use_poll):
+    server, record = serve_lines(asyncore, asynchat, tls, sockmap, tls_now=False)
+
+    def client():
+        raw = socket.create_connection((support.LOCALHOST, server.port), timeout=TIMEOUT)
+        buf = bytearray()
+        raw.sendall(b"STARTTLS TWO\r\n")
+        replies = read_line(raw, buf), read_line(raw, buf)
+        assert not buf
+        with client_context().wrap_socket(raw, server_hostname="localhost") as s:
+            s.sendall(b"secret\r\n")
+            return replies, read_line(s, bytearray())
+
+    assert run_with(asyncore, sockmap, support.start_thread(client), use_poll) == (
+        (b"220-ready", b"220 go ahead"), b"tls: secret")
+
+
 def test_starttls_client_hello_with_the_command(asyncore, asynchat, tls, sockmap, use_poll):
     """The command, the ClientHello and nothing else in one send: the server
     reads the ClientHello together with the command line."""
@@ -633,6 +667,61 @@ def test_unwrap_back_to_plaintext(asyncore, asynchat, tls, sockmap, use_poll):
         b"tls: before", b"200 plaintext from now on", b"plain: after")
     assert record[:5] == ["handshake done", b"before", b"CCC", "unwrap done", b"after"]
     assert tls.tls_state(server.handlers[0]) == "plain"
+
+
+def test_client_pushes_then_starttls_in_one_handler(asyncore, asynchat, tls, sockmap,
+                                                    use_poll):
+    """fastcore as the client pushes two plaintext lines and starts TLS in the
+    same handler: both lines leave before the ClientHello (the second push
+    waits for the end of the event otherwise)."""
+    listener = socket.create_server((support.LOCALHOST, 0))
+    port = listener.getsockname()[1]
+
+    def server():
+        raw, _ = listener.accept()
+        raw.settimeout(TIMEOUT)
+        with raw:
+            raw.sendall(b"220 welcome\r\n")
+            # A byte at a time, so that no byte after the lines is taken from
+            # the socket: a ClientHello that overtook the second line would
+            # stand in it.
+            first, second = read_line_bytewise(raw), read_line_bytewise(raw)
+            with server_context().wrap_socket(raw, server_side=True) as s:
+                line = read_line(s, bytearray())
+                s.sendall(b"tls " + line + b"\r\n")
+            return first, second, line
+
+    class Client(asynchat.async_chat):
+        def __init__(self):
+            asynchat.async_chat.__init__(self, map=sockmap)
+            self.set_terminator(b"\r\n")
+            self.parts = []
+            self.create_socket()
+            self.connect((support.LOCALHOST, port))
+
+        def collect_incoming_data(self, data):
+            self.parts.append(data)
+
+        def found_terminator(self):
+            line = b"".join(self.parts)
+            self.parts = []
+            if line == b"220 welcome":
+                self.push(b"EHLO client\r\n")
+                self.push(b"STARTTLS\r\n")
+                tls.start_tls(self, client_context(), server_hostname="localhost")
+            elif line == b"tls hello":
+                self.close()
+
+        def handle_handshake_done(self):
+            self.push(b"hello\r\n")
+
+    thread = support.start_thread(server)
+    try:
+        Client()
+        assert run_with(asyncore, sockmap, thread, use_poll) == (
+            b"EHLO client", b"STARTTLS", b"hello")
+    finally:
+        listener.close()
 
 
 def test_client_starttls_and_unwrap(asyncore, asynchat, tls, sockmap, use_poll):

@@ -9,9 +9,57 @@ partly sent item as a memoryview slice instead of copying its remainder
 after every send.
 """
 
+import operator
+import socket
+import threading
+from errno import EWOULDBLOCK
+from types import SimpleNamespace
 
-from fastcore._common import FIELD_NAMES, ProducerFifo
+from fastcore._common import _DISCONNECTED, FIELD_NAMES, ProducerFifo
 from fastcore._core_py.dispatcher import DispatcherBase
+from fastcore._core_py.stats import counts
+
+# Output coalescing. While the loop dispatches an event, events.serial names
+# it (0 between events). A push in an event after one whose send (3.11's own,
+# at once) took everything is not sent at once: it waits in the dispatcher's
+# _fc_deferred list, and dispatch.py's end_event() sends every dispatcher's
+# list in one sendmsg(2) when the event's handlers return. docs/design.md says
+# why no program can tell.
+# Loops may run in several threads (one map each): an event belongs to the
+# thread that dispatches it (events.thread), and only that thread defers in it
+# and sends what it deferred.
+events = SimpleNamespace(serial=0, begun=0, thread=0, deferring=[])
+
+_plain_socket_send = socket.socket.send
+_plain_socket_sendmsg = getattr(socket.socket, "sendmsg", None)  # None on Windows: no coalescing
+_SENDMSG_BATCH = 64  # buffers per sendmsg(2), well below IOV_MAX
+# Methods whose overriding keeps 3.11's one send per push.
+_OUTPUT_METHODS = ("push", "initiate_send", "send", "writable", "close", "refill_buffer")
+
+
+def begin_event():
+    events.begun += 1
+    events.serial = events.begun
+    events.thread = threading.get_ident()
+
+
+def _send_deferred(sock, items):
+    """sendmsg(2) of items, _SENDMSG_BATCH at a time, until a call takes less
+    than it was given: the count sent (an error after a part went is left for
+    the next send)."""
+    total = 0
+    for start in range(0, len(items), _SENDMSG_BATCH):
+        batch = items[start : start + _SENDMSG_BATCH]
+        try:
+            sent = sock.sendmsg(batch)
+        except OSError:
+            if total:
+                return total
+            raise
+        total += sent
+        if sent < sum(map(len, batch)):
+            break
+    return total
 
 
 def find_prefix_at_end(haystack, needle):
@@ -53,6 +101,9 @@ class ChatBase(DispatcherBase):
     _fc_interest_stable = False  # until a producer_fifo of its own is set
     _fc_line_len = 0  # bytes collected since the last bytes terminator
     _fc_line_limit = None  # limit_line_length()
+    _fc_deferred = None  # pushes of this event still to send (bytes)
+    _fc_deferred_thread = 0  # the thread whose event deferred them
+    _fc_sent_serial = 0  # the event in which a push's send took everything
 
     # -- input ---------------------------------------------------------------
 
@@ -240,6 +291,17 @@ class ChatBase(DispatcherBase):
     def push(self, data):
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError("data argument must be byte-ish (%r)", type(data))
+        # bytes only: a bytearray or memoryview may change before the event ends.
+        if type(data) is bytes and self._fc_may_defer(len(data)):
+            if self._fc_deferred is None:
+                self._fc_deferred = [data]
+                self._fc_deferred_thread = events.thread
+                events.deferring.append(self)
+            else:
+                self._fc_deferred.append(data)
+            return
+        if self._fc_deferred is not None:
+            self._fc_flush_deferred()
         size = self.ac_out_buffer_size
         fifo = self.producer_fifo
         if len(data) > size:
@@ -248,6 +310,96 @@ class ChatBase(DispatcherBase):
         else:
             fifo.append(data)
         self.initiate_send()
+        if events.serial and self._fc_interest_stable and not self._fc_producer_fifo:
+            self._fc_sent_serial = events.serial
+
+    def _fc_may_defer(self, size):
+        """Whether a push of size bytes may wait for the end of this event: an
+        earlier push in it was sent in full, nothing is queued, 3.11 would
+        send it in one piece (one send, not none), and the output path is the
+        core's own on a plain non-blocking socket."""
+        serial = events.serial
+        if not serial or self._fc_sent_serial != serial or threading.get_ident() != events.thread:
+            return False
+        if self._fc_deferred is not None and self._fc_deferred_thread != events.thread:
+            return False
+        # (3.11 drops an empty push without a send.)
+        if size == 0 or size > self.ac_out_buffer_size:
+            return False
+        if (
+            not self._fc_interest_stable
+            or self._fc_producer_fifo
+            or self._fc_tls is not None
+            or not self.connected
+        ):
+            return False
+        cls = type(self)
+        if (
+            cls.push is not ChatBase.push
+            or cls.initiate_send is not ChatBase.initiate_send
+            or cls.send is not DispatcherBase.send
+            or cls.writable is not ChatBase.writable
+            or cls.close is not DispatcherBase.close
+            or hasattr(cls, "refill_buffer")
+        ):
+            return False
+        own = self.__dict__
+        if any(name in own for name in _OUTPUT_METHODS):
+            return False
+        sock = own.get("socket")
+        return (
+            type(sock) is socket.socket
+            and _plain_socket_sendmsg is not None
+            and socket.socket.send is _plain_socket_send
+            and socket.socket.sendmsg is _plain_socket_sendmsg
+            and sock.gettimeout() == 0
+        )
+
+    def _fc_flush_deferred(self):
+        """Sends the deferred pushes, in one sendmsg(2) where the socket takes
+        them all. What it does not take goes to the front of the fifo (3.11
+        would have it there), and the error of a failed send has 3.11's
+        consequence: handle_close() for a lost connection, else handle_error()."""
+        items = self._fc_deferred
+        if items is None:
+            return
+        self._fc_deferred = None
+        sock = self.__dict__.get("socket")
+        if type(sock) is not socket.socket:
+            # The socket was replaced: the write events send it all.
+            self._fc_requeue(items, 0)
+            return
+        try:
+            sent = _send_deferred(sock, items)
+        except OSError as why:
+            if why.errno == EWOULDBLOCK:
+                sent = 0
+            else:
+                self._fc_requeue(items, 0)
+                if why.errno in _DISCONNECTED:
+                    self._close_once()
+                else:
+                    self.handle_error()
+                return
+        counts.bytes_written += sent
+        self._fc_requeue(items, sent)
+
+    def _fc_requeue(self, items, sent):
+        """Puts what a send of items left, after its first sent bytes, in
+        front of the fifo."""
+        i = 0
+        while sent:
+            if sent < len(items[i]):
+                items[i] = memoryview(items[i])[sent:]
+                break
+            sent -= len(items[i])
+            i += 1
+        if i == len(items):
+            return
+        fifo = self._fc_producer_fifo
+        for item in reversed(items[i:]):
+            fifo.appendleft(item)
+        self._mark_dirty()
 
     def push_with_producer(self, producer):
         self.producer_fifo.append(producer)
@@ -266,6 +418,8 @@ class ChatBase(DispatcherBase):
         self.producer_fifo.append(None)
 
     def initiate_send(self):
+        if self._fc_deferred is not None:
+            self._fc_flush_deferred()
         # One send per call, in 3.11's order.
         while self.producer_fifo and self.connected:
             fifo = self.producer_fifo

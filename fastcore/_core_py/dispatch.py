@@ -6,6 +6,7 @@ closed and reused during the iteration belongs to somebody else) and must
 not have had its close handled in this iteration.
 """
 
+import threading
 from bisect import bisect_left
 from time import monotonic
 from types import SimpleNamespace
@@ -23,6 +24,7 @@ from fastcore._common import (
     check_backend,
 )
 from fastcore._core_py import scheduler, stats
+from fastcore._core_py.chat import begin_event, events
 from fastcore._core_py.dispatcher import clear_claims
 from fastcore._core_py.pollers import default_backend
 from fastcore._core_py.registry import (
@@ -222,6 +224,30 @@ def _iterate(timeout, map, backend, select_style, may_block, quiet_before):
     return quiet and not ready and not registry.woken and not ran
 
 
+def end_event():
+    """The end of an event's handlers: the pushes this thread deferred are sent
+    (what a flush's handlers defer in turn too)."""
+    me = threading.get_ident()
+    events.serial = 0
+    sent = True
+    while sent and events.deferring:
+        sent = False
+        batch = events.deferring
+        events.deferring = []
+        for i, obj in enumerate(batch):
+            if obj._fc_deferred_thread != me:
+                events.deferring.append(obj)  # another loop's thread sends it
+                continue
+            sent = True
+            try:
+                obj._fc_flush_deferred()
+            except _reraised_exceptions:
+                events.deferring.extend(batch[i + 1 :])
+                raise
+            except BaseException:
+                call_handle_error(obj, obj._fileno, obj._map)
+
+
 def _stamp(obj, now):
     timer = obj._fc_idle_timer
     if timer is not None:
@@ -242,14 +268,18 @@ def _run(handler, obj, fd, map, flags, now):
     if now and isinstance(obj, Registered):
         _stamp(obj, now)
     traced = stats.state.debug
+    begin_event()
     if traced:
         mark = stats.trace_begin()
     try:
-        handler()
-    except _reraised_exceptions:
-        raise
-    except BaseException:
-        call_handle_error(obj, fd, map)
+        try:
+            handler()
+        except _reraised_exceptions:
+            raise
+        except BaseException:
+            call_handle_error(obj, fd, map)
+    finally:
+        end_event()
     if traced:
         stats.trace_end(mark, obj, flags)
 
@@ -286,28 +316,32 @@ def _dispatch_poll(ready, map, iteration, now):
         if now and isinstance(obj, Registered) and flags & (POLLIN | POLLOUT):
             _stamp(obj, now)
         traced = stats.state.debug
+        begin_event()
         if traced:
             mark = stats.trace_begin()
         try:
-            if flags & POLLIN:
-                counts.read += 1
-                read_handler(obj)()
-            if flags & POLLOUT and _alive(map, fd, obj, iteration):
-                counts.write += 1
-                write_handler(obj)()
-            if flags & POLLPRI and mask & POLLIN and _alive(map, fd, obj, iteration):
-                counts.expt += 1
-                obj.handle_expt_event()
-            if flags & GONE and not flags & POLLIN and _alive(map, fd, obj, iteration):
-                close_once(obj)
-        except OSError as err:
-            if err.errno in _DISCONNECTED:
-                close_safely(obj, fd, map)
-            else:
+            try:
+                if flags & POLLIN:
+                    counts.read += 1
+                    read_handler(obj)()
+                if flags & POLLOUT and _alive(map, fd, obj, iteration):
+                    counts.write += 1
+                    write_handler(obj)()
+                if flags & POLLPRI and mask & POLLIN and _alive(map, fd, obj, iteration):
+                    counts.expt += 1
+                    obj.handle_expt_event()
+                if flags & GONE and not flags & POLLIN and _alive(map, fd, obj, iteration):
+                    close_once(obj)
+            except OSError as err:
+                if err.errno in _DISCONNECTED:
+                    close_safely(obj, fd, map)
+                else:
+                    call_handle_error(obj, fd, map)
+            except _reraised_exceptions:
+                raise
+            except BaseException:
                 call_handle_error(obj, fd, map)
-        except _reraised_exceptions:
-            raise
-        except BaseException:
-            call_handle_error(obj, fd, map)
+        finally:
+            end_event()
         if traced:
             stats.trace_end(mark, obj, flags)

@@ -126,6 +126,7 @@ class DispatcherBase(Registered):
     _fc_connections = 0  # as a listener: connections counting against it
     _fc_max_connections = None  # as a listener: its limit
     _fc_tls = None  # the TLSLayer (fastcore/_core_py/tls.py) while TLS is on
+    _fc_deferred = None  # chat.py: pushes left for the end of the event
 
     def __new__(cls, *args, **kwargs):
         self = super().__new__(cls)
@@ -193,6 +194,8 @@ class DispatcherBase(Registered):
             _unlink_from_listener(self)
 
     def set_socket(self, sock, map=None):
+        if self._fc_deferred is not None:
+            self._fc_flush_deferred()
         self.socket = sock
         self._fileno = sock.fileno()
         if _claims:
@@ -250,6 +253,8 @@ class DispatcherBase(Registered):
             self.handle_expt()
 
     def send(self, data):
+        if self._fc_deferred is not None:
+            self._fc_flush_deferred()
         if self._fc_tls is not None:
             return self._fc_tls.send(data)
         try:
@@ -284,6 +289,8 @@ class DispatcherBase(Registered):
         return data
 
     def close(self):
+        if self._fc_deferred is not None:
+            self._fc_flush_deferred()
         if _counts_as_connected(self):
             counts.closed += 1
         if self._fc_tls is not None:

@@ -419,6 +419,9 @@ def start_tls(dispatcher, context, server_side=False, server_hostname=None, sess
         raise TypeError("context must be an ssl.SSLContext, not %s" % type(context).__name__)
     if dispatcher._fc_tls is not None:
         raise ValueError("TLS is already started on %r" % (dispatcher,))
+    # Plaintext pushed earlier in this event goes out as plaintext, as 3.11 sent it.
+    if dispatcher._fc_deferred is not None:
+        dispatcher._fc_flush_deferred()
     if getattr(dispatcher, "socket", None) is None or not (
         dispatcher.connected or getattr(dispatcher, "connecting", False)
     ):
