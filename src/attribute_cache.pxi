@@ -39,7 +39,9 @@ cdef inline bint kept(DispatcherBase disp, int slot) noexcept:
         return False
     if disp._watched_dict:
         return True
-    return disp._cache_dict_versions[slot] == fc_dict_version(<object>where[0]) or \
+    cdef uint64_t version = fc_dict_version(<object>where[0])
+    # FC_NO_VERSION (3.14+ without a watcher): unknown, so looked up again.
+    return (version != FC_NO_VERSION and disp._cache_dict_versions[slot] == version) or \
         still_kept(disp, slot, where[0])
 
 

@@ -34,7 +34,8 @@ from libc.string cimport memchr, memcmp, memcpy
 from system cimport (
     FASTCORE_DEBUG, FC_ERR, FC_HAVE_EPOLL, FC_HAVE_KQUEUE, FC_HUP, FC_IN, FC_NO_VERSION, FC_NVAL,
     FC_OUT, FC_PRI, FC_EPOLL_ADD, FC_EPOLL_DEL, FC_EPOLL_MOD, close, errno,
-    fc_dict_version, fc_type_version, fc_epoll_create, fc_epoll_ctl, fc_epoll_wait, fc_event,
+    FC_MAP_UNWATCHED, fc_dict_version, fc_map_unwatch, fc_map_version, fc_map_watch,
+    fc_type_version, fc_epoll_create, fc_epoll_ctl, fc_epoll_wait, fc_event,
     fc_fd_setsize, fc_kqueue_create, fc_kqueue_set, fc_kqueue_wait, fc_monotonic,
     fc_poll_wait, fc_select_wait, fc_socket_fd, fc_socket_family, fc_socket_recv,
     fc_socket_send, fc_socket_timeout, pollfd,

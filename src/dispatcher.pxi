@@ -288,7 +288,7 @@ cdef class DispatcherBase:
         if self._watched_dict:
             check_instance_dict(self)
         cdef Registry reg = registry_of(map)
-        cdef uint64_t before = fc_dict_version(map) if reg is not None else 0
+        cdef uint64_t before = reg.map_version() if reg is not None else 0
         map[fd] = self
         self._close_handled = False
         if reg is not None:
@@ -304,7 +304,7 @@ cdef class DispatcherBase:
         cdef uint64_t before
         if map.get(fd) is self:
             reg = registry_of(map)
-            before = fc_dict_version(map) if reg is not None else 0
+            before = reg.map_version() if reg is not None else 0
             del map[fd]
             if reg is not None:
                 reg.note_removed(fd, self, before)

@@ -41,6 +41,13 @@ cdef extern from "compat.h":
     unsigned int fc_type_version(object cls)
 
 
+cdef extern from "dict_watch.h":
+    int FC_MAP_UNWATCHED
+    int fc_map_watch(object map) noexcept
+    void fc_map_unwatch(int slot) noexcept
+    uint64_t fc_map_version(int slot) noexcept
+
+
 cdef extern from "socket_io.h":
     int fc_socket_fd(object sock)
     int fc_socket_family(object sock)

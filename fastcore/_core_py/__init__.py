@@ -18,7 +18,7 @@ from fastcore._core_py.dispatch import (
 )
 from fastcore._core_py.dispatcher import DispatcherBase, WithSendBase, claim_connection
 from fastcore._core_py.pollers import available_backends, default_backend
-from fastcore._core_py.registry import release_map, set_change_hook
+from fastcore._core_py.registry import _reconcile_count, release_map, set_change_hook
 from fastcore._core_py.scheduler import (
     Timer,
     call_every,
@@ -48,6 +48,7 @@ __all__ = [
     "Timer",
     "WithSendBase",
     "_exception",
+    "_reconcile_count",
     "available_backends",
     "bridge_fd",
     "call_every",

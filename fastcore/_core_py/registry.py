@@ -61,6 +61,15 @@ def notify_change():
         _change_hook()
 
 
+_reconciles = 0
+
+
+def _reconcile_count():
+    """For the tests: how many times a registry compared its map with its
+    entries (an unchanged map needs none)."""
+    return _reconciles
+
+
 def begin_iteration():
     global _iteration
     _iteration += 1
@@ -344,6 +353,8 @@ class Registry:
         return True
 
     def _reconcile(self):
+        global _reconciles
+        _reconciles += 1
         entries = self.entries
         items = list(self.map.items())
         for fd, obj in items:
