@@ -31,7 +31,10 @@ cdef bint plain_socket_methods(object sock) except -1:
 
 
 cdef bint socket_layout_matches():
-    """Whether a socket.socket object starts as socket_io.h's fc_socket_head says."""
+    """Whether a socket.socket object starts as cpython_internals.h's
+    fc_socket_head says (never on a CPython it was not checked on)."""
+    if not fc_socket_layout_checkable():
+        return False
     try:
         sock = _socket_class(AF_INET, SOCK_STREAM)
     except OSError:
