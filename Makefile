@@ -63,8 +63,8 @@ dist: $(DIST_PY)
 check-dist: dist
 	$(CHECK_DIST) sdist identifiers
 
-# Every CPython 3.8-3.13 under pyenv: wheel from the sdist, auditwheel repair, fresh
-# venv, both implementations (PYTHONS=3.8,3.12 for fewer).
+# Every CPython 3.9-3.15 under pyenv: wheel from the sdist, auditwheel repair, fresh
+# venv, both implementations (PYTHONS=3.9,3.12 for fewer).
 check-wheels: dist
 	$(CHECK_DIST) wheels $(if $(PYTHONS),--pythons $(PYTHONS))
 

@@ -5,8 +5,8 @@ The project's metadata lives in pyproject.toml; this file only adds the extensio
 Environment switches (value ``1`` turns one on):
 
   FASTCORE_NO_EXTENSIONS       build no extension: a pure-Python install (always the
-                               case on PyPy and other non-CPython interpreters, and on
-                               Windows: see WINDOWS below)
+                               case on PyPy and other non-CPython interpreters, on
+                               Windows and on free-threaded CPython: see below)
   FASTCORE_REQUIRE_EXTENSIONS  fail the build if the extension does not compile,
                                instead of falling back to the pure-Python core
   FASTCORE_DEBUG_BUILD         -O0 -g3 with assertions, FASTCORE_DEBUG and Cython
@@ -23,13 +23,14 @@ import re
 import shlex
 import shutil
 import sys
+import sysconfig
 
 import setuptools
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext as _build_ext
 from setuptools.errors import CCompilerError, ExecError, PlatformError
 
-MIN_CYTHON = (3, 0)
+MIN_CYTHON = (3, 1)   # older Cython cannot build for CPython 3.14
 
 
 def _flag(name):
@@ -41,14 +42,31 @@ def _flag(name):
 # select() takes SOCKET handles, not fd numbers. Windows installs the pure-Python core.
 WINDOWS = sys.platform == "win32"
 CPYTHON = platform.python_implementation() == "CPython"
-NO_EXTENSIONS = _flag("FASTCORE_NO_EXTENSIONS") or not CPYTHON or WINDOWS
+# The extension relies on the GIL (its dict watcher, the socket layout reads, module
+# state shared by every thread) and has not been run on a free-threaded build, which
+# cannot be had here: such an interpreter installs the pure-Python core.
+FREE_THREADED = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
+NO_EXTENSIONS = _flag("FASTCORE_NO_EXTENSIONS") or not CPYTHON or WINDOWS or FREE_THREADED
 REQUIRE_EXTENSIONS = _flag("FASTCORE_REQUIRE_EXTENSIONS")
+
+if WINDOWS:
+    _WITHOUT_EXTENSION = "Windows"
+elif FREE_THREADED:
+    _WITHOUT_EXTENSION = "free-threaded CPython (Py_GIL_DISABLED)"
+else:
+    _WITHOUT_EXTENSION = platform.python_implementation()
 
 if REQUIRE_EXTENSIONS and NO_EXTENSIONS and not _flag("FASTCORE_NO_EXTENSIONS"):
     raise SystemExit(
         "error: FASTCORE_REQUIRE_EXTENSIONS=1, but fastcore's extension is not built on "
-        + ("Windows" if WINDOWS else platform.python_implementation())
+        + _WITHOUT_EXTENSION
         + ": the pure-Python core is the implementation there."
+    )
+if FREE_THREADED and not _flag("FASTCORE_NO_EXTENSIONS"):
+    print(
+        "fastcore: free-threaded CPython (Py_GIL_DISABLED): building no extension; "
+        "the pure-Python core is installed.",
+        file=sys.stderr,
     )
 
 DEBUG_BUILD = _flag("FASTCORE_DEBUG_BUILD")
@@ -78,8 +96,8 @@ else:
 def _import_cythonize():
     """Cython's cythonize and CompileError, or a readable error when Cython is unusable."""
     hint = (
-        "fastcore: building the C extension needs Cython>=3.0,<4 "
-        "(pip install 'Cython>=3.0,<4'); set FASTCORE_NO_EXTENSIONS=1 for a "
+        "fastcore: building the C extension needs Cython>=3.1,<4 "
+        "(pip install 'Cython>=3.1,<4'); set FASTCORE_NO_EXTENSIONS=1 for a "
         "pure-Python install without it."
     )
     try:
@@ -204,8 +222,7 @@ def extensions():
 
 def license_metadata():
     # pyproject.toml cannot say this for every setuptools: a `license = "MIT"` string
-    # needs setuptools >= 77 (none runs on Python 3.8), and the older table form is
-    # deprecated from 77 on.
+    # needs setuptools >= 77, and the older table form is deprecated from 77 on.
     major = int(re.match(r"\d+", setuptools.__version__).group())
     return {"license_expression": "MIT"} if major >= 77 else {"license": "MIT"}
 

@@ -17,6 +17,7 @@ import os
 import platform
 import signal
 import sys
+import sysconfig
 
 import fastcore
 from fastcore._common import BACKENDS
@@ -130,6 +131,7 @@ def info():
         ("platform", platform.platform()),
         ("debug mode", "on" if debug.enabled() else "off"),
     ]
+    rows.extend(_fast_path_rows())
     try:
         import resource
     except ImportError:  # not on Windows
@@ -142,6 +144,22 @@ def info():
         with open(somaxconn) as f:
             rows.append(("somaxconn", f.read().strip()))
     return rows
+
+
+def _fast_path_rows():
+    """("fast path: NAME", "on: how" or "off: why") of the extension's fast paths
+    that rest on CPython internals; one row when the pure-Python core runs."""
+    if fastcore.EXTENSION:
+        return [("fast path: " + name, state) for name, state in fastcore._impl.core._fast_paths()]
+    if sysconfig.get_config_var("Py_GIL_DISABLED"):
+        why = "free-threaded CPython (Py_GIL_DISABLED): the extension is not built there"
+    elif platform.python_implementation() != "CPython":
+        why = "%s: the extension is CPython's" % platform.python_implementation()
+    elif os.environ.get("FASTCORE_NO_EXTENSIONS", "") not in ("", "0"):
+        why = "FASTCORE_NO_EXTENSIONS is set"
+    else:
+        why = "the extension is not installed or does not import"
+    return [("fast paths", "off: the pure-Python core runs (%s)" % why)]
 
 
 def _limit(value):

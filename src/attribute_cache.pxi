@@ -24,10 +24,13 @@ cdef tuple _cached_names = tuple(sys.intern(name) for name in (
     "collect_incoming_data", "found_terminator", "connected", "accepting", "out_buffer"))
 
 
+cdef extern from "cpython_internals.h":
+    PyObject *fc_type_lookup(PyTypeObject *type, object name)   # borrowed, no error set
+    PyObject **fc_instance_dict_ptr(object o)   # where the instance dict is, or NULL
+
+
 cdef extern from "Python.h":
-    PyObject *_PyType_Lookup(PyTypeObject *type, object name)   # borrowed, no error set
     PyObject *PyDict_GetItemWithError(object d, object key) except? NULL   # borrowed
-    PyObject **_PyObject_GetDictPtr(object o)   # where the instance dict is, or NULL
     bint PyFunction_Check(PyObject *o)
 
 
@@ -37,7 +40,7 @@ cdef inline bint kept(DispatcherBase disp, int slot) except -1:
     if not disp._cache_bits & (1 << slot) or \
             disp._cache_version != fc_type_version(type(disp)):
         return False
-    cdef PyObject **where = _PyObject_GetDictPtr(disp)
+    cdef PyObject **where = fc_instance_dict_ptr(disp)
     if where is NULL or <Py_ssize_t>where[0] != disp._cache_dict:
         return False
     if disp._watched_dict:
@@ -82,8 +85,8 @@ cdef int store_keeping_versions(DispatcherBase disp, object name, object value) 
     if not disp._cache_bits or not PyUnicode_CheckExact(name):
         PyObject_GenericSetAttr(disp, name, value)
         return 0
-    descr = _PyType_Lookup(Py_TYPE(disp), name)
-    where = _PyObject_GetDictPtr(disp)
+    descr = fc_type_lookup(Py_TYPE(disp), name)
+    where = fc_instance_dict_ptr(disp)
     if (descr is not NULL and Py_TYPE(<object>descr).tp_descr_set is not NULL) or \
             where is NULL or where[0] is NULL:
         PyObject_GenericSetAttr(disp, name, value)
@@ -112,7 +115,7 @@ cdef int keep_stored(DispatcherBase disp, int kind, object value) except -1:
     if slot == CACHED_SLOTS or disp._cache is None or version == 0 \
             or version != disp._cache_version or not disp.class_paths() & FAST_GENERIC_LOOKUP:
         return 0
-    cdef PyObject **where = _PyObject_GetDictPtr(disp)
+    cdef PyObject **where = fc_instance_dict_ptr(disp)
     if where is NULL or where[0] is NULL or <Py_ssize_t>where[0] != disp._cache_dict:
         return 0
     own = <object>where[0]
@@ -154,13 +157,13 @@ cdef object fill_cache(DispatcherBase disp, int slot):
     cdef unsigned int version = fc_type_version(type(disp))
     if version == 0 or not disp.class_paths() & FAST_GENERIC_LOOKUP:
         return value
-    cdef PyObject **where = _PyObject_GetDictPtr(disp)
+    cdef PyObject **where = fc_instance_dict_ptr(disp)
     if where is NULL or where[0] is NULL:
         return value
     own = <object>where[0]
     if disp._watched_dict and <Py_ssize_t><PyObject *>own != disp._watched_dict:
         return value   # a __dict__ replaced since registration: not watched yet
-    cdef PyObject *descr = _PyType_Lookup(Py_TYPE(disp), name)
+    cdef PyObject *descr = fc_type_lookup(Py_TYPE(disp), name)
     cdef PyObject *found
     cdef bint unbound = False
     if descr is not NULL and Py_TYPE(<object>descr).tp_descr_set is not NULL:

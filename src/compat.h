@@ -240,46 +240,6 @@ static int fc_poll_wait(struct pollfd *pfds, int n, fc_event *out, int timeout_m
     return count;
 }
 
-/* ---- the dict version tag ---------------------------------------------- */
-/* PEP 509's ma_version_tag changes on every mutation of a dict (3.6-3.13):
- * an unchanged tag means nobody touched the map behind the core's back.
- * Where it is gone, FC_NO_VERSION makes the registry reconcile every time. */
-#define FC_NO_VERSION ((uint64_t)0)
-static uint64_t fc_dict_version(PyObject *d)
-{
-#if PY_VERSION_HEX < 0x030E0000
-    if (!PyDict_Check(d))
-        return FC_NO_VERSION;
-#if defined(__GNUC__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
-#endif
-    return ((PyDictObject *)d)->ma_version_tag;
-#if defined(__GNUC__)
-#pragma GCC diagnostic pop
-#endif
-#else
-    (void)d;
-    return FC_NO_VERSION;
-#endif
-}
-
-/* ---- class version tags -------------------------------------------------- */
-/* CPython gives a class a version tag for its method cache and drops it when
- * the class or one of its bases is modified: a tag still equal to the one
- * recorded means readable/writable were not replaced. 0: no valid tag.
- * From 3.13 a tag is valid when not 0 (Py_TPFLAGS_VALID_VERSION_TAG is no
- * longer set); before, only that flag says so. */
-static unsigned int fc_type_version(PyObject *cls)
-{
-    PyTypeObject *t = (PyTypeObject *)cls;
-#if PY_VERSION_HEX < 0x030D0000
-    if (!PyType_HasFeature(t, Py_TPFLAGS_VALID_VERSION_TAG))
-        return 0;
-#endif
-    return t->tp_version_tag;
-}
-
 /* ---- monotonic clock --------------------------------------------------- */
 static double fc_monotonic(void)
 {

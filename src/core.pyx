@@ -39,7 +39,9 @@ from libc.string cimport memchr, memcmp, memcpy
 from system cimport (
     FASTCORE_DEBUG, FC_ERR, FC_HAVE_EPOLL, FC_HAVE_KQUEUE, FC_HUP, FC_IN, FC_NO_VERSION, FC_NVAL,
     FC_OUT, FC_PRI, FC_EPOLL_ADD, FC_EPOLL_DEL, FC_EPOLL_MOD, close, errno,
-    fc_dict_version, fc_type_version, fc_epoll_create, fc_epoll_ctl, fc_epoll_wait, fc_event,
+    FC_INTERNALS_NEWEST_CHECKED, FC_MAP_UNWATCHED, fc_dict_version, fc_internals_unchecked,
+    fc_socket_layout_checkable, fc_map_unwatch, fc_map_version, fc_map_watch,
+    fc_type_version, fc_epoll_create, fc_epoll_ctl, fc_epoll_wait, fc_event,
     fc_fd_setsize, fc_kqueue_create, fc_kqueue_set, fc_kqueue_wait, fc_monotonic,
     fc_poll_wait, fc_select_wait, fc_socket_fd, fc_socket_family, fc_socket_recv,
     fc_socket_send, fc_socket_sendv, fc_socket_timeout, pollfd,
@@ -251,3 +253,55 @@ _fast_path_table = (
     (FAST_CLOSE, "close", _dispatcher_close, DispatcherBase),
     (FAST_CHAT_WRITABLE, "writable", _chat_writable, ChatBase),
 )
+
+
+def _fast_paths():
+    """For `python -m fastcore info`: (fast path, "on: how" or "off: why") of
+    each fast path that rests on CPython internals (cpython_internals.h)."""
+    newest = "%d.%d" % (FC_INTERNALS_NEWEST_CHECKED >> 24,
+                        (FC_INTERNALS_NEWEST_CHECKED >> 16) & 0xFF)
+    unchecked = "off: CPython %d.%d is newer than the newest checked (%s)" % (
+        sys.version_info[0], sys.version_info[1], newest)
+    probe = {}
+    slot = fc_map_watch(probe)
+    fc_map_unwatch(slot)
+    if slot != FC_MAP_UNWATCHED:
+        unchanged_map = "on: a dict watcher counts each map's changes"
+    elif fc_dict_version(probe) != FC_NO_VERSION:
+        unchanged_map = "on: the map's version tag (PEP 509)"
+    else:
+        unchanged_map = ("off: no dict watcher to be had and no version tag: the map is "
+                         "compared with the registrations every iteration")
+    getattr(DispatcherBase, "readable")   # gives the class a version tag if it has none
+    if fc_type_version(DispatcherBase) != 0:
+        interest = "on: class version tags tell that readable/writable were not replaced"
+    else:
+        interest = unchecked if fc_internals_unchecked() else \
+            "off: no class version tags: every dispatcher is asked readable()/writable()"
+    if DISPATCHER_BASE is DispatcherBase:
+        stores = "on: dict watchers on the instance dicts (stores stay specialised)"
+        cache = "on: dict watchers on the instance dicts"
+    else:
+        if FC_DICT_WATCHERS:
+            stores = "off: every dict watcher slot is taken: a __setattr__ hears them"
+        else:
+            stores = "on: a __setattr__ hears them (no dict watchers before 3.12)"
+        if fc_internals_unchecked():
+            cache = unchecked
+        elif fc_dict_version(probe) != FC_NO_VERSION:
+            cache = "on: the instance dicts' version tags (PEP 509)"
+        else:
+            cache = "off: no dict watcher and no version tag: looked up on every read"
+    if _socket_layout_known:
+        sockets = "on: recv(2)/send(2) straight on the descriptor"
+    elif fc_internals_unchecked():
+        sockets = unchecked
+    else:
+        sockets = "off: socket.socket's layout is not the one checked: its methods are called"
+    return [
+        ("unchanged map skipped", unchanged_map),
+        ("interest tracked in C", interest),
+        ("instance attribute stores", stores),
+        ("attribute cache", cache),
+        ("socket I/O", sockets),
+    ]

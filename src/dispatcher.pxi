@@ -33,7 +33,10 @@ cdef bint plain_socket_methods(object sock) except -1:
 
 
 cdef bint socket_layout_matches():
-    """Whether a socket.socket object starts as socket_io.h's fc_socket_head says."""
+    """Whether a socket.socket object starts as cpython_internals.h's
+    fc_socket_head says (never on a CPython it was not checked on)."""
+    if not fc_socket_layout_checkable():
+        return False
     try:
         sock = _socket_class(AF_INET, SOCK_STREAM)
     except OSError:
@@ -274,7 +277,7 @@ cdef class DispatcherBase:
         if self._watched_dict:
             check_instance_dict(self)
         cdef Registry reg = registry_of(map)
-        cdef uint64_t before = fc_dict_version(map) if reg is not None else 0
+        cdef uint64_t before = reg.map_version() if reg is not None else 0
         map[fd] = self
         self._close_handled = False
         if reg is not None:
@@ -290,7 +293,7 @@ cdef class DispatcherBase:
         cdef uint64_t before
         if map.get(fd) is self:
             reg = registry_of(map)
-            before = fc_dict_version(map) if reg is not None else 0
+            before = reg.map_version() if reg is not None else 0
             del map[fd]
             if reg is not None:
                 reg.note_removed(fd, self, before)

@@ -3,8 +3,9 @@
 #
 # The map stays a plain dict that anyone may change. Changes made through
 # add_channel/del_channel are applied at once; others are found by the
-# reconcile pass, which runs only when the dict's version tag moved since
-# the registry last saw it.
+# reconcile pass, which runs only when the map's version moved since the
+# registry last saw it: a count of its changes kept by a dict watcher on
+# 3.12+ (dict_watch.h), PEP 509's version tag before.
 
 cdef enum:
     KIND_POLLED = 0       # readable()/writable() asked in Python every iteration
@@ -161,6 +162,15 @@ def release_map(map):
     drop_unregistered_dirty()
 
 
+cdef unsigned long _reconciles = 0
+
+
+def _reconcile_count():
+    """For the tests: how many times a registry compared its map with its
+    entries (an unchanged map needs none)."""
+    return _reconciles
+
+
 def _polled(DispatcherBase obj not None):
     """True if a registry asks obj's readable()/writable() every iteration
     instead of tracking its interest in C (for the tests: a dispatcher of a
@@ -228,7 +238,8 @@ cdef class Registry:
     cdef dict polled       # fd -> Entry looked at every iteration
     cdef dict always       # fd -> Entry the poller refuses: always ready
     cdef list broken       # entries whose close is still to be handled
-    cdef uint64_t version  # the map's version tag when last in step
+    cdef uint64_t version  # the map's version (map_version()) when last in step
+    cdef int map_slot      # its slot in dict_watch.h's watched maps, or FC_MAP_UNWATCHED
     cdef unsigned long fork_generation
     cdef int style
     cdef bint needs_rebuild
@@ -248,6 +259,16 @@ cdef class Registry:
         self.version = FC_NO_VERSION
         self.fork_generation = _fork_generation
         self.style = STYLE_SELECT
+        self.map_slot = fc_map_watch(map)
+
+    def __dealloc__(self):
+        fc_map_unwatch(self.map_slot)
+
+    cdef inline uint64_t map_version(self) noexcept:
+        """Changes with every change to the map; FC_NO_VERSION: unknown."""
+        if self.map_slot != FC_MAP_UNWATCHED:
+            return fc_map_version(self.map_slot)
+        return fc_dict_version(self.map)
 
     cdef int release(self) except -1:
         for e in list(self.entries.values()):
@@ -294,11 +315,11 @@ cdef class Registry:
                 # add_channel again: its close is no longer handled, poll it anew.
                 entry.broken = False
                 (<DispatcherBase?>obj).mark_dirty()
-                self.version = fc_dict_version(self.map)
+                self.version = self.map_version()
                 return 0
             self.remove_entry(entry)
         self.add_entry(fd, obj)
-        self.version = fc_dict_version(self.map)
+        self.version = self.map_version()
         return 0
 
     cdef int note_removed(self, object fd, object obj, uint64_t before) except -1:
@@ -308,19 +329,21 @@ cdef class Registry:
         if entry is not None and entry.obj is obj:
             self.remove_entry(entry)
         if self.version == before and before != FC_NO_VERSION:
-            self.version = fc_dict_version(self.map)
+            self.version = self.map_version()
         return 0
 
     cdef int sync(self) except -1:
-        cdef uint64_t now = fc_dict_version(self.map)
+        cdef uint64_t now = self.map_version()
         if now == self.version and now != FC_NO_VERSION:
             return 0
         self.reconcile()
-        self.version = fc_dict_version(self.map)
+        self.version = self.map_version()
         return 0
 
     cdef int reconcile(self) except -1:
+        global _reconciles
         cdef Entry entry
+        _reconciles += 1
         map = self.map
         entries = self.entries
         items = map.items() if type(map) is dict else list(map.items())

@@ -8,10 +8,10 @@
  * held, and raises what the method raises (OSError from errno, with its
  * subclasses).
  *
- * The descriptor and timeout are read from the socket object's first fields,
- * whose layout (Modules/socketmodule.h: PySocketSockObject) is the same from
- * 3.8 to 3.13. The core checks it against a real socket at import
- * (socket_layout_matches in dispatcher.pxi) and uses none of this if it differs.
+ * The descriptor and timeout are read from the socket object's first fields
+ * (cpython_internals.h: fc_socket_head), checked against a real socket at
+ * import (socket_layout_matches in dispatcher.pxi): none of this is used if
+ * they differ.
  */
 #ifndef FASTCORE_SOCKET_IO_H
 #define FASTCORE_SOCKET_IO_H
@@ -24,19 +24,7 @@
 #include <sys/types.h>
 #include <sys/uio.h>
 
-typedef struct {
-    PyObject_HEAD
-    int sock_fd;            /* -1 once closed */
-    int sock_family;
-    int sock_type;
-    int sock_proto;
-    PyObject *(*errorhandler)(void);
-    int64_t sock_timeout;   /* nanoseconds; 0 non-blocking, negative blocking */
-} fc_socket_head;
-
-static int fc_socket_fd(PyObject *sock) { return ((fc_socket_head *)sock)->sock_fd; }
-static int fc_socket_family(PyObject *sock) { return ((fc_socket_head *)sock)->sock_family; }
-static int64_t fc_socket_timeout(PyObject *sock) { return ((fc_socket_head *)sock)->sock_timeout; }
+#include "cpython_internals.h"
 
 /* Small reads land here and are copied into a bytes object of their own size;
  * the GIL, held throughout, keeps the buffer to one caller at a time. */

@@ -1,4 +1,5 @@
-# Declarations only: what core.pyx uses from compat.h and libc.
+# Declarations only: what core.pyx uses from compat.h, cpython_internals.h,
+# socket_io.h and libc.
 from libc.stdint cimport uint64_t
 
 
@@ -7,7 +8,6 @@ cdef extern from "compat.h" nogil:
     int FC_HAVE_EPOLL
     int FC_HAVE_KQUEUE
     int FC_IN, FC_PRI, FC_OUT, FC_ERR, FC_HUP, FC_NVAL
-    uint64_t FC_NO_VERSION
 
     ctypedef struct fc_event:
         int fd
@@ -36,15 +36,23 @@ cdef extern from "compat.h" nogil:
     int errno
 
 
-cdef extern from "compat.h":
-    uint64_t fc_dict_version(object d)
-    unsigned int fc_type_version(object cls)
+cdef extern from "cpython_internals.h":
+    int FC_INTERNALS_NEWEST_CHECKED
+    bint fc_internals_unchecked() noexcept
+    uint64_t FC_NO_VERSION
+    uint64_t fc_dict_version(object d) noexcept
+    unsigned int fc_type_version(object cls) noexcept
+    bint fc_socket_layout_checkable() noexcept
+    int fc_socket_fd(object sock) noexcept
+    int fc_socket_family(object sock) noexcept
+    long long fc_socket_timeout(object sock) noexcept
+    int FC_MAP_UNWATCHED
+    int fc_map_watch(object map) noexcept
+    void fc_map_unwatch(int slot) noexcept
+    uint64_t fc_map_version(int slot) noexcept
 
 
 cdef extern from "socket_io.h":
-    int fc_socket_fd(object sock)
-    int fc_socket_family(object sock)
-    long long fc_socket_timeout(object sock)
     object fc_socket_recv(object sock, Py_ssize_t size, int *large)
     object fc_socket_send(object sock, const char *buf, Py_ssize_t length)
     Py_ssize_t fc_socket_sendv(object sock, list items) except -1

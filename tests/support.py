@@ -124,7 +124,7 @@ def wait_until_polling(native_id, timeout=DEFAULT_TIMEOUT):
              "thread %d waiting in the kernel's poll" % native_id)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def can_see_kernel_waits():
     """True where wait_until_polling works: a thread blocked in select()
     shows it in its wchan."""
@@ -506,7 +506,7 @@ class SendRecorderMixin:
         return result
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def kit(asyncore, asynchat):
     """Test classes built over the given modules (cached per module pair)."""
 

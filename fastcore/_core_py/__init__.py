@@ -31,7 +31,7 @@ from fastcore._core_py.dispatcher import (
     set_idle_timeout,
 )
 from fastcore._core_py.pollers import available_backends, default_backend
-from fastcore._core_py.registry import release_map, set_change_hook
+from fastcore._core_py.registry import _reconcile_count, release_map, set_change_hook
 from fastcore._core_py.scheduler import (
     Timer,
     call_every,
@@ -61,6 +61,7 @@ __all__ = [
     "Timer",
     "WithSendBase",
     "_exception",
+    "_reconcile_count",
     "available_backends",
     "bridge_fd",
     "call_every",
