@@ -302,7 +302,7 @@ def short_summary(log_path, limit=60):
     return lines[-limit:]
 
 
-def run_suite(python, info, suite, work, timeout):
+def run_suite(python, info, suite, work, timeout, keep):
     """Runs the suite three times (and its failures once more); prints the table and
     the differences; returns (fastcore tests passed, counted failures)."""
     print("\n== %s %s on Python %s" % (suite.name, suite.version, info["version"]), flush=True)
@@ -340,10 +340,10 @@ def run_suite(python, info, suite, work, timeout):
             print("-- %-11s rerun %5.1fs  %s" % (run.label, seconds, status or "ok"),
                   flush=True)
 
-    return report(suite, results, to_rerun)
+    return report(suite, results, to_rerun, keep)
 
 
-def report(suite, results, to_rerun):
+def report(suite, results, to_rerun, keep):
     print("\n%-12s %7s %7s %7s %7s %7s %8s  %s" % (
         "run", "passed", "failed", "errors", "crashed", "skipped", "seconds", "status"))
     for run in RUNS:
@@ -372,11 +372,14 @@ def report(suite, results, to_rerun):
     # failed it every time; one that is flaky on the reference says nothing of
     # fastcore, and is listed with every attempt on each side.
     regressions, flaky_fastcore, both, reference_only, other = [], [], [], [], []
+    not_run = collections.Counter()  # tests a broken run never reached
     for label in FASTCORE_RUNS:
         fc = status[label]
         for t in tests:
             row = (label, t, "%s; %s" % (shown(REFERENCE, t), shown(label, t)))
-            if ref[t] == "pass" and fc[t] in ("fail", "absent"):
+            if ref[t] == "pass" and fc[t] == "absent" and results[label]["status"]:
+                not_run[label] += 1
+            elif ref[t] == "pass" and fc[t] in ("fail", "absent"):
                 regressions.append(row)
             elif ref[t] == "pass" and fc[t] == "flaky":
                 flaky_fastcore.append(row)
@@ -405,14 +408,18 @@ def report(suite, results, to_rerun):
     if to_rerun:
         print("\n(rerun once on all three runs: %d test(s))" % len(to_rerun))
 
+    def log_name(label):
+        return results[label]["log"] if keep else "(kept with --work DIR)"
+
     broken = [label for label, r in results.items() if r["status"]]
     for label in broken:
-        print("\n%s run broken: %s; its log %s ends:" % (label, results[label]["status"],
-                                                       results[label]["log"]))
+        print("\n%s run broken: %s; %d test(s) passing on the reference did not run; "
+              "its log %s ends:" % (label, results[label]["status"], not_run[label],
+                                   log_name(label)))
         print("\n".join(short_summary(results[label]["log"])))
     failed_runs = {row[0] for row in regressions}
     for label in sorted(failed_runs - set(broken)):
-        print("\n%s run, %s:" % (label, results[label]["log"]))
+        print("\n%s run, log %s:" % (label, log_name(label)))
         print("\n".join(short_summary(results[label]["log"])))
 
     passed = sum(1 for label in FASTCORE_RUNS for t in tests
@@ -447,7 +454,8 @@ def main(argv=None):
         print("-- Python %s (%s), fastcore %s from %s"
               % (info["version"], python, info["fastcore_version"], info["fastcore"]))
         for suite in SUITES:
-            suite_passed, suite_failed = run_suite(python, info, suite, work, args.timeout)
+            suite_passed, suite_failed = run_suite(python, info, suite, work, args.timeout,
+                                                   keep=bool(args.work))
             passed += suite_passed
             failed += suite_failed
     except SetupFailed as exc:
