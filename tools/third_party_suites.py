@@ -225,10 +225,10 @@ def read_outcomes(path):
                     modules.append(record)
                 else:
                     phases[record["nodeid"]][record["when"]] = record["outcome"]
-    return {nodeid: test_outcome(p) for nodeid, p in phases.items()}, modules
+    return {nodeid: outcome_of(p) for nodeid, p in phases.items()}, modules
 
 
-def test_outcome(phases):
+def outcome_of(phases):
     if "crash" in phases:
         return CRASHED
     if phases.get("call") == "failed":

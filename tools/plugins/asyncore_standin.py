@@ -2,8 +2,8 @@
 
 Loaded from outside the suite's tree (PYTHONPATH=tools/plugins,
 PYTEST_PLUGINS=asyncore_standin), so the suite itself stays unmodified. The
-environment says what to do, and reaches pytest-xdist's workers and forked
-children the same way:
+environment says what to do, so pytest-xdist's workers do the same (the
+suite's forked server processes inherit the modules already installed):
 
   ASYNCORE_STANDIN      "fastcore": fastcore.install() as this module is imported,
                         which is before pytest loads the suite's conftest.py (the
