@@ -43,9 +43,9 @@ def flagged(rows):
 def test_counted_only_what_passes_on_the_reference_and_always_fails_on_fastcore():
     found = tool.compare(results_of({
         "regression": ([P], [F, F], [E, C]),
-        "mostly": ([P, F, P, P, P], [F] * 5, [F] * 5),
-        "flaky_reference": ([P, F, F, P, F], [F] * 5, [F] * 5),
-        "half": ([P, F, P, F], [F] * 4, [F] * 4),
+        "once": ([P, F, P, P, P], [F] * 5, [F] * 5),
+        "twice": ([P, F, P, P, F], [F] * 5, [F] * 5),
+        "once_in_four": ([P, F, P, P], [F] * 4, [F] * 4),
         "flaky_fastcore": ([P, P], [F, P], [P]),
         "both": ([F, F], [F, C], [C, C]),
         "reference_only": ([F, F], [P, P], [P, F]),
@@ -53,10 +53,10 @@ def test_counted_only_what_passes_on_the_reference_and_always_fails_on_fastcore(
         "fine": ([P], [P], [P]),
     }))
     assert flagged(found.regressions) == [
-        ("extension", "mostly"), ("extension", "regression"),
-        ("pure-Python", "mostly"), ("pure-Python", "regression")]
-    assert flagged(found.flaky_reference) == [("reference", "flaky_reference"),
-                                              ("reference", "half")]
+        ("extension", "once"), ("extension", "regression"),
+        ("pure-Python", "once"), ("pure-Python", "regression")]
+    assert flagged(found.flaky_reference) == [("reference", "once_in_four"),
+                                              ("reference", "twice")]
     assert flagged(found.flaky_fastcore) == [("extension", "flaky_fastcore")]
     assert flagged(found.both) == [("extension", "both"), ("pure-Python", "both")]
     assert flagged(found.reference_only) == [
@@ -79,8 +79,9 @@ def test_a_test_missing_from_a_fastcore_run_counts_unless_the_run_broke():
 
 def test_more_attempts_only_while_the_reference_is_flaky_and_fastcore_always_fails():
     results = results_of({
-        "undecided": ([P, F], [F, F], [F, P]),
-        "decided": ([P, F, P], [F, F, F], [F, F, F]),
+        "undecided": ([P, F, P], [F, F, F], [F, P, F]),
+        "failed_twice": ([P, F, F], [F, F, F], [F, F, F]),
+        "five_attempts": ([P, F, P, P, P], [F] * 5, [F] * 5),
         "fastcore_passed_once": ([P, F], [F, P], [P, F]),
         "regression": ([P, P], [F, F], [F, F]),
     })
