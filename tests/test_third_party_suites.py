@@ -69,11 +69,13 @@ def test_counted_only_what_passes_on_the_reference_and_always_fails_on_fastcore(
 
 
 def test_a_test_missing_from_a_fastcore_run_counts_unless_the_run_broke():
-    cases = {"ran": ([P], [P], [P]), "missing": ([P], [], [])}
+    cases = {"ran": ([P], [P], [P]), "missing": ([P], [], []), "skipped": ([S], [], [])}
     found = tool.compare(results_of(cases))
     assert flagged(found.regressions) == [("extension", "missing"), ("pure-Python", "missing")]
+    assert flagged(found.other) == [("extension", "skipped"), ("pure-Python", "skipped")]
     found = tool.compare(results_of(cases, broken=("extension",)))
     assert flagged(found.regressions) == [("pure-Python", "missing")]
+    assert flagged(found.other) == [("pure-Python", "skipped")]
     assert found.not_run["extension"] == 1
 
 
@@ -96,3 +98,6 @@ def test_phases_and_crashes_give_one_outcome():
     assert tool.outcome_of({"setup": "skipped"}) == S
     assert tool.outcome_of({"setup": "passed", "call": "xfailed", "teardown": "passed"}) == S
     assert tool.outcome_of({"setup": "passed", "call": "passed", "teardown": "passed"}) == P
+    # the run stopped in its midst: not reached, so run again if the run is resumed
+    assert tool.outcome_of({"setup": "passed", "call": "passed"}) is None
+    assert tool.outcome_of({"setup": "passed"}) is None

@@ -19,7 +19,9 @@ loaded from outside the suite's tree (PYTHONPATH + PYTEST_PLUGINS), which also
 logs every test's outcome and which asyncore/asynchat each process used; a run
 whose modules are not the intended ones is broken. The tests run in one
 pytest-xdist worker (see PYTEST_ARGS), so that a test that kills the
-interpreter is reported as crashed and the rest still run. Every test that
+interpreter is reported as crashed and the rest still run; a run that pytest
+itself gives up (an internal error) goes on once with the tests it did not
+reach. Every test that
 fails, errors or crashes in a run is run once more on all three, and is then
 pass (passed every time), fail (failed every time) or flaky on each; one that
 is flaky on the reference and fails every time on fastcore is run up to three
@@ -104,6 +106,13 @@ EXTRA_RERUNS = 3
 DECIDING_ATTEMPTS = 1 + 1 + EXTRA_RERUNS
 
 
+# pytest stopped before the end on its own (an internal error, an interruption):
+# a run so broken goes on once with the tests it did not reach. Seen: on 3.11, a
+# worker's "SystemError: AST constructor recursion depth mismatch" (CPython's
+# gh-106905, ast.parse racing another thread) while it formatted a failure.
+GAVE_UP = "pytest exit status"
+
+
 class SetupFailed(Exception):
     pass
 
@@ -182,7 +191,7 @@ def run_pytest(python, tree, run, log_dir, name, timeout, nodeids=()):
     """One pytest run of the suite in tree; returns (status, seconds, outcome log path).
 
     status is None when pytest finished (all passed or some failed), else why the
-    run is broken."""
+    run is broken: it timed out, was killed, or pytest gave up (GAVE_UP ...)."""
     outcomes = os.path.join(log_dir, name + ".jsonl")
     output = os.path.join(log_dir, name + ".log")
     env = clean_env(dict(SUITE_ENV, PYTHONPATH=PLUGIN_DIR, PYTEST_PLUGINS=PLUGIN,
@@ -204,7 +213,7 @@ def run_pytest(python, tree, run, log_dir, name, timeout, nodeids=()):
     elif rc < 0:
         status = "killed by signal %s" % signal.Signals(-rc).name
     elif rc not in (0, 1):
-        status = "pytest exit status %d" % rc
+        status = "%s %d" % (GAVE_UP, rc)
     else:
         status = None
     return status, seconds, outcomes
@@ -235,10 +244,13 @@ def read_outcomes(path):
                     modules.append(record)
                 else:
                     phases[record["nodeid"]][record["when"]] = record["outcome"]
-    return {nodeid: outcome_of(p) for nodeid, p in phases.items()}, modules
+    outcomes = {nodeid: outcome_of(p) for nodeid, p in phases.items()}
+    return {t: o for t, o in outcomes.items() if o is not None}, modules
 
 
 def outcome_of(phases):
+    """A test's outcome from its phases' reports; None for a test pytest left
+    unfinished (the run stopped in its midst): it was not reached."""
     if "crash" in phases:
         return CRASHED
     if phases.get("call") == "failed":
@@ -247,7 +259,7 @@ def outcome_of(phases):
         return ERROR
     if "skipped" in phases.values() or "xfailed" in phases.values():
         return SKIPPED
-    return PASSED
+    return PASSED if "teardown" in phases else None
 
 
 def check_modules(suite, run, records, info, tree):
@@ -348,13 +360,35 @@ def run_suite(python, info, suite, work, timeout, keep):
         name = "%d-%s" % (index, run.label)
         status, seconds, outcome_log = run_pytest(python, tree, run, log_dir, name, timeout)
         outcomes, modules = read_outcomes(outcome_log)
-        status = status or check_modules(suite, run, modules, info, tree)
+        status = (status or check_modules(suite, run, modules, info, tree)
+                  or (None if outcomes else "no test outcomes recorded"))
         results[run.label] = dict(run=run, tree=tree, status=status, seconds=seconds,
                                   outcomes=outcomes, modules=modules,
                                   log=os.path.join(log_dir, name + ".log"), reruns=[])
         print("-- %-11s %5.1fs  %s  %s" % (
             run.label, seconds, status or "ok",
             describe_modules(run, modules) if modules else ""), flush=True)
+
+    # A run pytest gave up on goes on once, in the same tree, with the tests the
+    # other runs reached and it did not.
+    everywhere = set().union(*(r["outcomes"] for r in results.values()))
+    for index, run in enumerate(RUNS):
+        r = results[run.label]
+        unreached = sorted(everywhere - set(r["outcomes"]))
+        if not (r["status"] or "").startswith(GAVE_UP) or not unreached:
+            continue
+        print("-- %-11s %s: goes on with the %d test(s) it did not reach"
+              % (run.label, r["status"], len(unreached)), flush=True)
+        status, seconds, outcome_log = run_pytest(
+            python, r["tree"], run, log_dir, "%d-%s-resumed" % (index, run.label),
+            timeout, unreached)
+        outcomes, modules = read_outcomes(outcome_log)
+        r["outcomes"].update((t, o) for t, o in outcomes.items() if t in unreached)
+        r["seconds"] += seconds
+        r["resumed"] = "resumed after " + r["status"]
+        r["status"] = status or check_modules(suite, run, modules, info, r["tree"])
+        print("-- %-11s resumed %5.1fs  %s" % (run.label, seconds, r["status"] or "ok"),
+              flush=True)
 
     def rerun(tests, why):
         print("-- %d test(s) %s: each run runs them once more" % (len(tests), why), flush=True)
@@ -408,8 +442,8 @@ def compare(results):
         fc = status[label]
         for t in tests:
             row = (label, t, "%s; %s" % (shown(REFERENCE, t), shown(label, t)))
-            if ref[t] == "pass" and fc[t] == "absent" and results[label]["status"]:
-                not_run[label] += 1
+            if fc[t] == "absent" and results[label]["status"]:
+                not_run[label] += ref[t] == "pass"
             elif ref[t] == "pass" and fc[t] in ("fail", "absent"):
                 regressions.append(row)
             elif ref[t] == "pass" and fc[t] == "flaky":
@@ -436,7 +470,7 @@ def report(suite, results, keep):
         counts = collections.Counter(r["outcomes"].values())
         print("%-12s %7d %7d %7d %7d %7d %8.1f  %s" % (
             run.label, counts[PASSED], counts[FAILED], counts[ERROR], counts[CRASHED],
-            counts[SKIPPED], r["seconds"], r["status"] or "ok"))
+            counts[SKIPPED], r["seconds"], r["status"] or r.get("resumed", "ok")))
 
     found = compare(results)
 
