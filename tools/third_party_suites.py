@@ -24,9 +24,9 @@ itself gives up (an internal error) goes on once with the tests it did not
 reach. Every test that
 fails, errors or crashes in a run is run once more on all three, and is then
 pass (passed every time), fail (failed every time) or flaky on each; one that
-is flaky on the reference and fails every time on fastcore is run up to three
-times more on all three while it may still count: it counts when the reference
-failed it once in five attempts and fastcore every time.
+fastcore failed every time and the reference all times but once at most is
+run up to five times more on all three while that holds: it counts when it
+still holds over seven attempts.
 
 --python takes the interpreter of a venv where fastcore is already installed
 (the suite's test dependencies are added to it); --base-python makes a venv
@@ -34,7 +34,7 @@ from an interpreter in the work directory and installs this checkout into it
 (the extension must compile).
 
 The exit status is non-zero when a test that passes on the reference (every
-time, or but once in five) fails on fastcore (every time, or does not run there),
+time, or but once in seven) fails on fastcore (every time, or does not run there),
 or when a run is broken (timed out, pytest could not run, wrong modules).
 Listed and not counted: tests that are flaky on the reference (they say nothing
 of fastcore), flaky on fastcore only, failing on both, or failing on the
@@ -97,12 +97,13 @@ PYTEST_ARGS = ("-n", "1", "-p", "no:cacheprovider",
 # outcome of a test in one attempt, from its phases' reports
 PASSED, FAILED, ERROR, CRASHED, SKIPPED = "passed", "failed", "error", "crashed", "skipped"
 BAD = (FAILED, ERROR, CRASHED)
-# Reruns beyond the first, of tests that are flaky on the reference and fail every
-# time on fastcore: with five attempts on each side, one failure on the reference
-# against five on fastcore counts. (A test that passes 40% of the time on both
-# sides looks like that about once in 170 runs; a test the reference passes 90%
-# of the time and fastcore never, three times in four once it failed.)
-EXTRA_RERUNS = 3
+# Reruns beyond the first, of tests that fastcore failed every time and the
+# reference failed at most once: a test counts when it stays so over seven
+# attempts on each side. (pyftpdlib's flaky TLS test passes about 40% of the time
+# everywhere: two passes on the reference against two failures on fastcore is
+# common, seven against seven about once in 2000 runs. A test the reference
+# passes 90% of the time and fastcore never counts 85% of the time.)
+EXTRA_RERUNS = 5
 DECIDING_ATTEMPTS = 1 + 1 + EXTRA_RERUNS
 
 
@@ -306,16 +307,16 @@ def attempts(result, test):
 
 
 def passes_all_but_once(tried):
-    """The reference's attempts: all of DECIDING_ATTEMPTS passed but one."""
+    """The reference's attempts: at least DECIDING_ATTEMPTS, all passed but one."""
     return len(tried) >= DECIDING_ATTEMPTS and sum(o != PASSED for o in tried) <= 1
 
 
 def is_disputed(results, test):
-    """Failed once on the reference, with fewer than DECIDING_ATTEMPTS, while some
-    fastcore run has failed it every time: more attempts may make it count."""
+    """Some fastcore run has failed it every time and the reference passed it in all
+    its attempts but one, fewer than DECIDING_ATTEMPTS: more attempts decide."""
     ref = attempts(results[REFERENCE], test)
-    return (final_status(ref) == "flaky" and len(ref) < DECIDING_ATTEMPTS
-            and sum(o != PASSED for o in ref) == 1
+    return (len(ref) < DECIDING_ATTEMPTS and PASSED in ref
+            and sum(o != PASSED for o in ref) <= 1
             and any(final_status(attempts(results[label], test)) == "fail"
                     for label in FASTCORE_RUNS))
 
@@ -408,7 +409,7 @@ def run_suite(python, info, suite, work, timeout, keep):
         disputed = [t for t in to_rerun if is_disputed(results, t)]
         if not disputed:
             break
-        rerun(disputed, "flaky on the reference and failing every time on fastcore")
+        rerun(disputed, "failing every time on fastcore, all but once on the reference")
     return report(suite, results, keep)
 
 
@@ -433,7 +434,8 @@ def compare(results):
             status[REFERENCE][t] = "pass"
     ref = status[REFERENCE]
     # A test counts when fastcore failed it every time and the reference passed it
-    # every time, or all but once in DECIDING_ATTEMPTS. Otherwise a test that is
+    # every time, or all but once in DECIDING_ATTEMPTS (the reruns made as many of
+    # either while the test might count). Otherwise a test that is
     # flaky on the reference says nothing of fastcore; it is listed with every
     # attempt on each side.
     regressions, flaky_fastcore, both, reference_only, other = [], [], [], [], []
