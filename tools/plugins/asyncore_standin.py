@@ -32,9 +32,12 @@ LOG_PATH = os.environ["ASYNCORE_STANDIN_LOG"]
 if MODE == "fastcore":
     import fastcore
 
-    if "asyncore" in sys.modules or "asynchat" in sys.modules:
-        raise RuntimeError("asyncore_standin: asyncore was imported before fastcore.install()")
-    fastcore.install()
+    # sitecustomize.py (beside this file) installed fastcore at start-up.
+    for _name in ("asyncore", "asynchat"):
+        if sys.modules.get(_name) is not getattr(fastcore, _name, None):
+            raise RuntimeError(
+                "asyncore_standin: %s is not fastcore's (sitecustomize.py did not run first)" % _name
+            )
 
 _config = None
 
