@@ -36,7 +36,7 @@ if MODE == "fastcore":
     for _name in ("asyncore", "asynchat"):
         if sys.modules.get(_name) is not getattr(fastcore, _name, None):
             raise RuntimeError(
-                "asyncore_standin: %s is not fastcore's (sitecustomize.py did not run first)" % _name
+                "asyncore_standin: %s is not fastcore's (sitecustomize.py did not run)" % _name
             )
 
 _config = None
