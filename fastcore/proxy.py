@@ -44,6 +44,7 @@ import weakref
 
 import fastcore
 from fastcore import asyncore
+from fastcore._impl import core as _core
 
 __all__ = ["ProxyHeader", "accept_proxy_protocol", "peer_address", "proxy_header"]
 
@@ -201,6 +202,10 @@ class _PendingHeader(asyncore.dispatcher_with_send):
         sock.settimeout(self.blocking_timeout)
         _headers[sock] = header
         listener = self.reading.listener
+        # Leaving the map ended this dispatcher's count against the listener's
+        # connection limit (limit_connections): the dispatcher the handler
+        # makes on the socket counts from now on, as one made at accept() does.
+        _core.claim_connection(listener, sock)
         try:
             self.reading.handle_accepted(sock, header.source or self.peer)
         except (asyncore.ExitNow, KeyboardInterrupt, SystemExit):

@@ -162,3 +162,19 @@ def test_limit_is_checked_at_the_call(fastcore_pkg, asyncore):
             fastcore_pkg.limit_connections(not_a_dispatcher, 3)
         with pytest.raises(TypeError):
             fastcore_pkg.get_connection_limit(not_a_dispatcher)
+
+
+def test_a_connection_handed_on_by_the_proxy_protocol_still_counts(asyncore, server):
+    from fastcore.proxy import accept_proxy_protocol
+
+    accept_proxy_protocol(server)
+    header = b"PROXY TCP4 192.0.2.1 192.0.2.2 1111 2222\r\n"
+    server.connect(4)
+    for client in server.clients:
+        client.sendall(header)
+    run_until(asyncore, server.map, lambda: len(server.handlers) == 3)
+    # Handed on, the three still count: the fourth waits for a slot.
+    run_iterations(asyncore, server.map, 20)
+    assert len(server.handlers) == 3
+    server.handlers[0].close()
+    run_until(asyncore, server.map, lambda: len(server.handlers) == 4)
