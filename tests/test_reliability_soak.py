@@ -205,7 +205,10 @@ def test_churn_soak(asyncore, asynchat, use_poll, capsys):
                 figures.append(fig)
                 assert fig["dispatchers"] == obj0 + 1, fig       # the server
                 if fd0 is not None:
-                    assert fig["fds"] - fd0 in (1, 2), fig   # the server's socket (and poller)
+                    # The server's socket (and poller) at most: no more. (Fewer is
+                    # possible on PyPy, whose collector may close sockets that
+                    # earlier tests left behind only now.)
+                    assert fig["fds"] - fd0 <= 2, fig
                 if r == 0 and tracing:
                     tracemalloc.start()     # after the warm-up: caches are filled
         finally:
