@@ -187,7 +187,7 @@ def test_property_is_asked(asyncore, ref_asyncore):
             cls = w.namespace["Doc"]
             del w.d.buffer
             store = [b""]
-            cls.buffer = property(lambda self: store[0])
+            cls.buffer = property(lambda self, store=store: store[0])
             assert [w.iteration(), w.iteration()] == [0, 0]
             assert not _proven(w)
             store[0] = b"x"
