@@ -535,8 +535,9 @@ cdef class Registry:
             disp._interest_proven = False
         return 1
 
-    cdef int recheck_proven(self) except -1:
-        """Kept answers that may no longer hold go back to being asked."""
+    cdef list recheck_proven(self):
+        """Kept answers that may no longer hold go back to being asked: those
+        entries (None for none)."""
         cdef Entry entry
         cdef list stale = None
         for e in self.proven.values():
@@ -548,7 +549,7 @@ cdef class Registry:
         if stale is not None:
             for e in stale:
                 self.unprove(<Entry>e)
-        return 0
+        return stale
 
     cdef int unprove(self, Entry entry) except -1:
         del self.proven[entry.fd]
@@ -681,6 +682,18 @@ cdef class Registry:
             # readable()/writable() may have changed the map or other dispatchers.
             self.sync()
             process_dirty()
+            if self.proven:
+                # Or what a kept answer read (a class attribute, say): those
+                # are asked now, as the entries refreshed just above.
+                _proof_pass += 1
+                stale = self.recheck_proven()
+                if stale is not None:
+                    for e in stale:
+                        entry = <Entry>e
+                        if not entry.removed and not entry.broken:
+                            self.ask(entry)
+                    self.sync()
+                    process_dirty()
         while self.broken:
             entry = <Entry>self.broken.pop()
             if self.map.get(entry.fd) is entry.obj:

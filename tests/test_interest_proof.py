@@ -299,3 +299,42 @@ def test_changes_between_iterations_match_reference(asyncore, ref_asyncore, step
     finally:
         for w in worlds:
             w.close()
+
+
+def test_change_made_by_another_dispatchers_readable(asyncore, ref_asyncore):
+    """A dispatcher asked before it in the iteration changes the class
+    attribute its kept answer read: the reference sees that in the same
+    iteration."""
+    got = []
+    for module in (asyncore, ref_asyncore):
+        w = World(module)
+        doc = w.namespace["Doc"]
+        del w.d.buffer
+        doc.buffer = b""
+
+        class Changer(module.dispatcher):
+            armed = False
+            target = doc
+
+            def readable(self):
+                if self.armed:
+                    self.target.buffer = b"x"
+                return False
+
+            def writable(self):
+                return False
+
+        a, b = socket.socketpair()
+        # Before w.d in the map's order, as in the reference's iteration.
+        w.map.pop(w.d._fileno)
+        changer = Changer(a, w.map)
+        w.map[w.d._fileno] = w.d
+        try:
+            assert [w.iteration(), w.iteration()] == [0, 0]
+            changer.armed = True
+            got.append(w.iteration())
+        finally:
+            changer.close()
+            b.close()
+            w.close()
+    assert got == [1, 1]
