@@ -78,6 +78,7 @@ cdef class Entry:
     # A polled entry's answer kept while proven (interest_proof.pxi):
     cdef ClassProof proof          # its class's proof, None while asked
     cdef Py_ssize_t proof_dict     # address of the instance dict it was proven with
+    cdef Py_ssize_t proof_index    # its place in Registry.proven
     cdef uint64_t proof_dict_version  # without a dict watcher: that dict's version
 
     def __cinit__(self, Registry reg not None, int fd, object obj, int kind):
@@ -241,7 +242,7 @@ cdef class Registry:
     cdef dict entries      # fd -> Entry
     cdef dict classes      # class of its dispatchers -> (version tag, readable, writable)
     cdef dict polled       # fd -> Entry looked at every iteration
-    cdef dict proven       # fd -> polled Entry whose answer is kept while proven
+    cdef list proven       # polled entries whose answer is kept: those with a proof
     cdef dict always       # fd -> Entry the poller refuses: always ready
     cdef list broken       # entries whose close is still to be handled
     cdef uint64_t version  # the map's version (map_version()) when last in step
@@ -260,7 +261,7 @@ cdef class Registry:
         self.entries = {}
         self.classes = {}
         self.polled = {}
-        self.proven = {}
+        self.proven = []
         self.always = {}
         self.broken = []
         self.version = FC_NO_VERSION
@@ -391,9 +392,8 @@ cdef class Registry:
             del self.entries[fd]
         if self.polled.get(fd) is entry:
             del self.polled[fd]
-        if self.proven.get(fd) is entry:
-            del self.proven[fd]
-        entry.proof = None
+        if entry.proof is not None:
+            self.drop_proven(entry)
         if self.always.pop(fd, None) is None and entry.mask:
             self.unregister(fd, entry.mask)
         entry.mask = 0
@@ -530,7 +530,8 @@ cdef class Registry:
             entry.proof_dict = <Py_ssize_t><PyObject *>own
             entry.proof_dict_version = version
             del self.polled[entry.fd]
-            self.proven[entry.fd] = entry
+            entry.proof_index = len(self.proven)
+            self.proven.append(entry)
         else:
             disp._interest_proven = False
         return 1
@@ -540,8 +541,11 @@ cdef class Registry:
         entries (None for none)."""
         cdef Entry entry
         cdef list stale = None
-        for e in self.proven.values():
-            entry = <Entry>e
+        cdef list proven = self.proven
+        cdef Py_ssize_t i
+        for i in range(len(proven)):
+            # Unchecked: only entries are put there.
+            entry = <Entry>PyList_GET_ITEM(proven, i)
             if not prove_still(entry):
                 if stale is None:
                     stale = []
@@ -551,9 +555,17 @@ cdef class Registry:
                 self.unprove(<Entry>e)
         return stale
 
-    cdef int unprove(self, Entry entry) except -1:
-        del self.proven[entry.fd]
+    cdef int drop_proven(self, Entry entry) except -1:
+        """Out of self.proven (the last entry takes its place)."""
+        cdef Entry last = <Entry>self.proven.pop()
+        if last is not entry:
+            last.proof_index = entry.proof_index
+            self.proven[entry.proof_index] = last
         entry.proof = None
+        return 0
+
+    cdef int unprove(self, Entry entry) except -1:
+        self.drop_proven(entry)
         (<DispatcherBase>entry.obj)._interest_proven = False
         self.polled[entry.fd] = entry
         return 0
@@ -658,7 +670,7 @@ cdef class Registry:
         if style != self.style:
             self.style = style
             # A kept answer's kernel mask depends on the style.
-            for e in list(self.proven.values()):
+            for e in list(self.proven):
                 self.unprove(<Entry>e)
             for e in self.entries.values():
                 entry = <Entry>e
