@@ -103,8 +103,15 @@ cdef int on_instance_dict_event(fc_dict_event event, PyObject *d, PyObject *key,
     only records (DispatcherBase.record_dirty)."""
     cdef int kind
     if event == FC_DICT_DEALLOCATED:
-        _dict_owners.pop(<Py_ssize_t>d, None)
+        address = _dict_owners.pop(<Py_ssize_t>d, None)
+        if address is not None:
+            (<DispatcherBase><PyObject *><Py_ssize_t>address)._interest_proven = False
         return 0
+    if _any_proven:
+        # A kept readable()/writable() answer may read any name.
+        address = _dict_owners.get(<Py_ssize_t>d)
+        if address is not None:
+            (<DispatcherBase><PyObject *><Py_ssize_t>address)._interest_proven = False
     if event == FC_DICT_ADDED or event == FC_DICT_MODIFIED or event == FC_DICT_DELETED:
         kind = name_kind(key)
         if not kind:
@@ -157,6 +164,7 @@ cdef class HookedDispatcherBase(DispatcherBase):
 
     def __setattr__(self, name, value):
         cdef bint plain = store_keeping_versions(self, name, value)
+        self._interest_proven = False
         cdef int kind = name_kind(<PyObject *>name)
         if kind:
             self.note_assigned(kind)
@@ -166,6 +174,7 @@ cdef class HookedDispatcherBase(DispatcherBase):
 
     def __delattr__(self, name):
         generic_delattr(self, name, NULL)
+        self._interest_proven = False
         cdef int kind = name_kind(<PyObject *>name)
         if kind:
             self.note_removed(kind)

@@ -21,7 +21,7 @@ from cpython.bytearray cimport (
 )
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
-from cpython.dict cimport PyDict_CheckExact, PyDict_GetItem
+from cpython.dict cimport PyDict_CheckExact, PyDict_GetItem, PyDict_GetItemWithError
 from cpython.list cimport PyList_GET_ITEM
 from cpython.long cimport PyLong_AsUnsignedLongLongMask
 from cpython.tuple cimport PyTuple_GET_ITEM
@@ -217,6 +217,7 @@ cdef class TLSLayer
 include "stats.pxi"
 include "pollers.pxi"
 include "registry.pxi"
+include "interest_proof.pxi"
 include "dispatcher.pxi"
 include "attribute_cache.pxi"
 include "assignments.pxi"

@@ -173,6 +173,7 @@ cdef int run_read(object obj) except -1:
     cdef bint traced = _debug
     _stats.events[EV_READ] += 1
     stamp_activity(obj)
+    forget_proof(obj)
     begin_event()
     if traced:
         trace_begin(&mark)
@@ -195,6 +196,7 @@ cdef int run_write(object obj) except -1:
     cdef bint traced = _debug
     _stats.events[EV_WRITE] += 1
     stamp_activity(obj)
+    forget_proof(obj)
     begin_event()
     if traced:
         trace_begin(&mark)
@@ -216,6 +218,7 @@ cdef int run_expt(object obj) except -1:
     cdef TraceMark mark
     cdef bint traced = _debug
     _stats.events[EV_EXPT] += 1
+    forget_proof(obj)
     begin_event()
     if traced:
         trace_begin(&mark)
@@ -240,6 +243,7 @@ cdef int run_readwrite(object map, Entry entry, int flags) except -1:
     obj = entry.obj
     if flags & (FC_IN | FC_OUT):
         stamp_activity(obj)
+    forget_proof(obj)
     begin_event()
     if traced:
         trace_begin(&mark)

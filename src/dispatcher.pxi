@@ -114,6 +114,7 @@ cdef class DispatcherBase:
     cdef Py_ssize_t _watched_dict  # address of the instance dict a watcher reports on
     cdef bint _new_socket  # socket assigned since the last registration
     cdef bint _reclassify  # readable/writable may have been replaced: kind to check
+    cdef bint _interest_proven  # its kept readable()/writable() answer holds (interest_proof.pxi)
     cdef int _fast_paths   # FAST_* bits of the methods its class left to the core
     cdef unsigned int _fast_version  # the class's version tag when they were worked out
     # fastcore's additions (set_idle_timeout, limit_connections): fields with

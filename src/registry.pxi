@@ -75,6 +75,11 @@ cdef class Entry:
     cdef int mask          # what the kernel was last told
     cdef bint removed      # no longer in the registry
     cdef bint broken       # closed behind the loop's back: not polled
+    # A polled entry's answer kept while proven (interest_proof.pxi):
+    cdef ClassProof proof          # its class's proof, None while asked
+    cdef Py_ssize_t proof_dict     # address of the instance dict it was proven with
+    cdef Py_ssize_t proof_index    # its place in Registry.proven
+    cdef uint64_t proof_dict_version  # without a dict watcher: that dict's version
 
     def __cinit__(self, Registry reg not None, int fd, object obj, int kind):
         self.reg = reg
@@ -200,6 +205,7 @@ cdef int process_dirty() except -1:
     while _dirty:
         obj = <DispatcherBase>_dirty.pop()
         obj._dirty = False
+        obj._interest_proven = False
         if obj._new_socket and obj._cache is not None \
                 and not obj._cache_bits & (1 << CACHED_SOCKET):
             # The socket it replaced is not kept alive (and open) by the
@@ -236,6 +242,7 @@ cdef class Registry:
     cdef dict entries      # fd -> Entry
     cdef dict classes      # class of its dispatchers -> (version tag, readable, writable)
     cdef dict polled       # fd -> Entry looked at every iteration
+    cdef list proven       # polled entries whose answer is kept: those with a proof
     cdef dict always       # fd -> Entry the poller refuses: always ready
     cdef list broken       # entries whose close is still to be handled
     cdef uint64_t version  # the map's version (map_version()) when last in step
@@ -254,6 +261,7 @@ cdef class Registry:
         self.entries = {}
         self.classes = {}
         self.polled = {}
+        self.proven = []
         self.always = {}
         self.broken = []
         self.version = FC_NO_VERSION
@@ -384,6 +392,8 @@ cdef class Registry:
             del self.entries[fd]
         if self.polled.get(fd) is entry:
             del self.polled[fd]
+        if entry.proof is not None:
+            self.drop_proven(entry)
         if self.always.pop(fd, None) is None and entry.mask:
             self.unregister(fd, entry.mask)
         entry.mask = 0
@@ -457,7 +467,8 @@ cdef class Registry:
         return 0
 
     cdef int ask(self, Entry entry) except -1:
-        """readable()/writable() of a polled entry, exactly as 3.11 asks them."""
+        """readable()/writable() of a polled entry, exactly as 3.11 asks them:
+        1 if they answered and the kernel has that answer."""
         obj = entry.obj
         cdef bint readable, writable
         try:
@@ -478,6 +489,85 @@ cdef class Registry:
             readable = False
         if self.map.get(entry.fd) is obj:
             self.set_interest(entry, interest_mask(readable, writable, self.style))
+            return 1
+        return 0
+
+    cdef int ask_proving(self, Entry entry) except -1:
+        """ask(), and keep the answer if it is proven to stay what it is
+        (interest_proof.pxi): the entry then moves to self.proven."""
+        cdef DispatcherBase disp
+        cdef ClassProof proof
+        cdef uint64_t version = FC_NO_VERSION
+        obj = entry.obj
+        if not isinstance(obj, DispatcherBase) or not _proofs_supported:
+            return self.ask(entry)
+        disp = <DispatcherBase>obj
+        cls = type(obj)
+        proof = class_proof(cls)
+        own = instance_dict_of(disp)
+        if own is None or not proof.holds() or not state_allows_proof(disp):
+            return self.ask(entry)
+        if _dict_watcher < 0:
+            version = fc_dict_version(own)
+            if version == FC_NO_VERSION:
+                return self.ask(entry)
+        # Cleared by any change to the instance dict while they run (the
+        # watcher, HookedDispatcherBase), or by an event.
+        disp._interest_proven = True
+        if not self.ask(entry):
+            disp._interest_proven = False
+            return 0
+        # Read after they ran, then compared with before: what they read is
+        # what is there now.
+        if values_immutable(proof, own) and proof.check() \
+                and type(obj) is cls and instance_dict_of(disp) is own \
+                and state_allows_proof(disp) and disp._interest_proven \
+                and (_dict_watcher >= 0 or fc_dict_version(own) == version) \
+                and not entry.removed and not entry.broken:
+            global _any_proven
+            _any_proven = True
+            entry.proof = proof
+            entry.proof_dict = <Py_ssize_t><PyObject *>own
+            entry.proof_dict_version = version
+            del self.polled[entry.fd]
+            entry.proof_index = len(self.proven)
+            self.proven.append(entry)
+        else:
+            disp._interest_proven = False
+        return 1
+
+    cdef list recheck_proven(self):
+        """Kept answers that may no longer hold go back to being asked: those
+        entries (None for none)."""
+        cdef Entry entry
+        cdef list stale = None
+        cdef list proven = self.proven
+        cdef Py_ssize_t i
+        for i in range(len(proven)):
+            # Unchecked: only entries are put there.
+            entry = <Entry>PyList_GET_ITEM(proven, i)
+            if not prove_still(entry):
+                if stale is None:
+                    stale = []
+                stale.append(entry)
+        if stale is not None:
+            for e in stale:
+                self.unprove(<Entry>e)
+        return stale
+
+    cdef int drop_proven(self, Entry entry) except -1:
+        """Out of self.proven (the last entry takes its place)."""
+        cdef Entry last = <Entry>self.proven.pop()
+        if last is not entry:
+            last.proof_index = entry.proof_index
+            self.proven[entry.proof_index] = last
+        entry.proof = None
+        return 0
+
+    cdef int unprove(self, Entry entry) except -1:
+        self.drop_proven(entry)
+        (<DispatcherBase>entry.obj)._interest_proven = False
+        self.polled[entry.fd] = entry
         return 0
 
     cdef int register_again(self, Entry entry) except -1:
@@ -572,11 +662,16 @@ cdef class Registry:
         return 0
 
     cdef int prepare(self, int style) except -1:
+        global _proof_pass
         cdef Entry entry
+        _proof_pass += 1    # class proofs are checked again, once each
         if self.fork_generation != _fork_generation or self.needs_rebuild:
             self.rebuild()
         if style != self.style:
             self.style = style
+            # A kept answer's kernel mask depends on the style.
+            for e in list(self.proven):
+                self.unprove(<Entry>e)
             for e in self.entries.values():
                 entry = <Entry>e
                 if entry.kind != KIND_POLLED:
@@ -585,18 +680,32 @@ cdef class Registry:
         if self.classes:
             self.check_classes()
         process_dirty()
+        if self.proven:
+            self.recheck_proven()
         if self.polled:
             for e in list(self.polled.values()):
                 entry = <Entry>e
                 if entry.removed or entry.broken:
                     continue
                 if entry.kind == KIND_POLLED:
-                    self.ask(entry)
+                    self.ask_proving(entry)
                 else:
                     self.refresh(entry)
             # readable()/writable() may have changed the map or other dispatchers.
             self.sync()
             process_dirty()
+            if self.proven:
+                # Or what a kept answer read (a class attribute, say): those
+                # are asked now, as the entries refreshed just above.
+                _proof_pass += 1
+                stale = self.recheck_proven()
+                if stale is not None:
+                    for e in stale:
+                        entry = <Entry>e
+                        if not entry.removed and not entry.broken:
+                            self.ask(entry)
+                    self.sync()
+                    process_dirty()
         while self.broken:
             entry = <Entry>self.broken.pop()
             if self.map.get(entry.fd) is entry.obj:
