@@ -48,6 +48,14 @@ _SCALARS = (
         "accepted",
     ),
     (
+        "fastcore_connections_rejected_total",
+        "counter",
+        "Accepted connections fastcore closed without handing them to the program:"
+        " a bad, truncated or late PROXY protocol header (not a peer that left"
+        " before sending a byte).",
+        "rejected",
+    ),
+    (
         "fastcore_accept_pauses_total",
         "counter",
         "Times a listener reached its connection limit and stopped accepting"

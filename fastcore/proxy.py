@@ -35,6 +35,8 @@ within ``timeout`` seconds is closed; the listener's ``log_info(reason,
 'error')`` says why (``fastcore.use_logging()`` sends it to ``logging``);
 ``handle_accepted`` never sees it. One that closes or resets before sending
 a byte (a balancer's health check does) is logged with type ``'info'``.
+The closed ones other than those count as ``rejected`` in ``fastcore.stats()``
+(``fastcore_connections_rejected_total`` in ``fastcore.metrics``).
 """
 
 import collections
@@ -229,6 +231,10 @@ class _PendingHeader(asyncore.dispatcher_with_send):
             self.refuse("closed before sending a PROXY protocol header", GONE)
 
     def refuse(self, reason, log_type="error"):
+        if log_type != GONE:
+            # Bad or late input: a peer that left before sending a byte (a
+            # health check) was not turned away.
+            core.count_rejected()
         self.reading.listener.log_info(
             "PROXY protocol: closing the connection from %s: %s" % (_address_text(self.peer),
                                                                      reason), log_type)

@@ -28,6 +28,10 @@ A snapshot is a plain dict:
                                below it)`` pairs, cumulative, from 100 µs to 2.5 s, then
                                ``(inf, iterations)``
 ``accepted``                   connections ``dispatcher.accept()`` returned
+``rejected``                   of those, the ones fastcore closed without handing them to
+                               the program: a bad, truncated or late PROXY protocol header
+                               (``fastcore.proxy``; a peer that left before sending a byte
+                               is not counted)
 ``accept_pauses``              times a listener reached its ``fastcore.limit_connections``
                                limit and stopped accepting (connections wait in the
                                kernel's backlog meanwhile; none is refused)

@@ -349,12 +349,14 @@ cdef int poll_once(object timeout, object map, int style, str backend, bint may_
     cdef list ready
     cdef double wait_started, wait_ended
     cdef list tls_ready = None
-    if may_block:
-        if _wakeup_unprobed:
-            _wakeup_unprobed = signal_wakeup.before_blocking_wait(waker_write_fd)
-        # A signal whose byte ended the last wait, or that came since, has
-        # its handler run before the map is looked at (it may empty it).
-        PyErr_CheckSignals()
+    if may_block and _wakeup_unprobed:
+        _wakeup_unprobed = signal_wakeup.before_blocking_wait(waker_write_fd)
+    # Every iteration, as the interpreter runs handlers between 3.11's
+    # select() calls (loop(timeout=0) over built-in dispatchers runs no
+    # Python code otherwise): a signal whose byte ended the last wait, or
+    # that came since, has its handler run before the map is looked at (it
+    # may empty it). One flag test when none is pending.
+    PyErr_CheckSignals()
     if not map and not scheduler_pending():
         return 0
     reg = registry_for(map, backend)

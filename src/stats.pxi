@@ -38,6 +38,7 @@ cdef struct LoopStats:
     unsigned long long bytes_read
     unsigned long long bytes_written
     unsigned long long accepted
+    unsigned long long rejected        # closed by fastcore before reaching the program
     unsigned long long accept_pauses   # a listener reached its connection limit
     unsigned long long closed
     unsigned long long timers_run
@@ -160,6 +161,7 @@ def stats_snapshot():
         "bytes_written": _stats.bytes_written,
         "handler_seconds_histogram": histogram,
         "accepted": _stats.accepted,
+        "rejected": _stats.rejected,
         "accept_pauses": _stats.accept_pauses,
         "closed": _stats.closed,
         "timers_run": _stats.timers_run,
@@ -181,6 +183,12 @@ def timer_ran():
 def count_accepted():
     """dispatcher.accept() returned a connection."""
     _stats.accepted += 1
+
+
+def count_rejected():
+    """fastcore closed an accepted connection without handing it to the
+    program (fastcore.proxy: a bad or late PROXY protocol header)."""
+    _stats.rejected += 1
 
 
 def set_debug(sink):

@@ -215,6 +215,7 @@ def test_scrape_with_urllib(asyncore, sockmap, metrics):
         "fastcore_bytes_read_total": "counter",
         "fastcore_bytes_written_total": "counter",
         "fastcore_connections_accepted_total": "counter",
+        "fastcore_connections_rejected_total": "counter",
         "fastcore_accept_pauses_total": "counter",
         "fastcore_tls_handshakes_total": "counter",
         "fastcore_tls_handshake_failures_total": "counter",
@@ -263,6 +264,7 @@ def test_values_follow_the_traffic(asyncore, kit, sockmap, metrics):
     assert value["fastcore_bytes_read_total"] == len(payload) + len(request)
     assert value["fastcore_bytes_written_total"] == len(payload)
     assert value["fastcore_connections_accepted_total"] == 2
+    assert value["fastcore_connections_rejected_total"] == 0
     assert value["fastcore_connections_closed_total"] == 1
     assert value["fastcore_dispatchers"] == 3  # two servers and the scrape
     assert value["fastcore_listening"] == 2
@@ -276,6 +278,34 @@ def test_values_follow_the_traffic(asyncore, kit, sockmap, metrics):
     assert min(buckets) == 0.0001 and sorted(buckets)[-2] == 2.5
     assert samples[(("", name + "_count"),)] >= value["fastcore_loop_iterations_total"]
     assert samples[(("", name + "_sum"),)] >= value["fastcore_handler_seconds_total"]
+
+
+def test_rejected_connections(asyncore, kit, sockmap, metrics):
+    server = metrics.serve("127.0.0.1", 0, map=sockmap)
+    listener = kit.EchoServer(sockmap)
+    listener.log_info = lambda message, type="info": None
+    from fastcore.proxy import accept_proxy_protocol
+
+    accept_proxy_protocol(listener)
+    with socket.create_connection(listener.address, timeout=support.DEFAULT_TIMEOUT) as bad:
+        bad.sendall(b"PROXY TCP4 1.2.3\r\n")
+        bad.setblocking(False)
+
+        def closed_by_the_listener():
+            try:
+                return bad.recv(1) == b""
+            except BlockingIOError:
+                return False
+            except ConnectionResetError:
+                return True
+
+        run_until(asyncore, sockmap, closed_by_the_listener)
+    request = b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n"
+    reply = in_thread_while_looping(asyncore, sockmap, raw_exchange, server.address, request)
+    fams = parse_exposition(reply.partition(b"\r\n\r\n")[2].decode("utf-8"))
+    rejected = fams["fastcore_connections_rejected_total"]
+    assert rejected["type"] == "counter" and "PROXY protocol header" in rejected["help"]
+    assert rejected["samples"][()] == 1
 
 
 @pytest.mark.parametrize("method,path,status", [

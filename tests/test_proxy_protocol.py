@@ -21,6 +21,7 @@ import threading
 import pytest
 import support
 
+import fastcore
 from fastcore import asynchat, asyncore
 from fastcore.proxy import accept_proxy_protocol, peer_address, proxy_header
 from fastcore.tls import start_tls
@@ -124,14 +125,20 @@ def exchange(server, sent, line=b"hello"):
     return client, handler, addr
 
 
+def rejected():
+    return fastcore.stats()["rejected"]
+
+
 def assert_served(server):
     """One more connection with a good header is served: the listener goes on."""
     before = len(server.handlers)
+    rejected_before = rejected()
     client, handler, addr = exchange(server, b"PROXY TCP4 192.0.2.1 192.0.2.2 5000 80\r\n",
                                      b"next")
     with client:
         assert addr == ("192.0.2.1", 5000)
         assert len(server.handlers) == before + 1
+    assert rejected() == rejected_before
 
 
 # -- good headers ------------------------------------------------------------------
@@ -327,10 +334,12 @@ BAD_HEADERS = [
 @pytest.mark.parametrize("name, sent, reason", BAD_HEADERS, ids=[b[0] for b in BAD_HEADERS])
 def test_a_bad_header_closes_that_connection(serve, name, sent, reason):
     server = serve()
+    before = rejected()
     with connect(server) as client:
         client.sendall(sent + b"data\n")
         closed_by_server(server, client, "the connection closed")
     assert server.handlers == []
+    assert rejected() == before + 1
     assert len(server.logged) == 1
     kind, message = server.logged[0]
     assert kind == "error"
@@ -349,11 +358,14 @@ def test_a_bad_header_closes_that_connection(serve, name, sent, reason):
 ], ids=["nothing", "v1", "v2-fixed-part", "v2-addresses"])
 def test_a_header_cut_short_by_the_client(serve, sent, log_type, reason):
     server = serve()
+    before = rejected()
     with connect(server) as client:
         client.sendall(sent)
         client.shutdown(socket.SHUT_WR)
         closed_by_server(server, client, "the connection closed")
     assert server.handlers == []
+    # A truncated header is rejected; a peer gone before its first byte is not.
+    assert rejected() == before + (log_type == "error")
     assert [m for t, m in server.logged if t == log_type and reason in m], server.logged
     assert_served(server)
 
@@ -364,6 +376,7 @@ def test_a_connection_reset_before_its_header(serve, sent, log_type):
     # A health check's end: connect, (a header,) then a reset. Gone before a byte of
     # it was read, it is no bad input: logged as "info", not as an error.
     server = serve()
+    before = rejected()
     client = connect(server)
     client.sendall(sent)
     if sent:
@@ -374,6 +387,7 @@ def test_a_connection_reset_before_its_header(serve, sent, log_type):
     assert server.handlers == []
     [(kind, message)] = server.logged
     assert kind == log_type, message
+    assert rejected() == before + (log_type == "error")
     assert list(server._map.values()) == [server]
     assert_served(server)
 
@@ -393,6 +407,7 @@ def test_only_the_versions_asked_for(serve, versions, sent, reason):
 
 def test_a_header_that_never_completes(serve):
     server = serve(timeout=0.3)
+    before = rejected()
     with connect(server) as slow, connect(server) as silent:
         slow.sendall(b"PROXY TCP4 ")
         closed_by_server(server, slow, "the slow client closed")
@@ -400,6 +415,7 @@ def test_a_header_that_never_completes(serve):
     assert server.handlers == []
     assert [m.split(": ", 2)[2] for _, m in server.logged] == [
         "no complete PROXY protocol header within 0.3 s"] * 2
+    assert rejected() == before + 2
     assert list(server._map.values()) == [server]
     assert_served(server)
 

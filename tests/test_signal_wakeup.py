@@ -16,7 +16,7 @@ import time
 import warnings
 
 import pytest
-from support import can_see_kernel_waits, start_thread, wait_until_polling
+from support import DEFAULT_TIMEOUT, can_see_kernel_waits, start_thread, wait_until_polling
 
 pytestmark = [
     pytest.mark.fastcore_only,
@@ -182,3 +182,77 @@ def test_a_child_forked_by_a_handler_gives_the_wakeup_fd_back(fastcore_pkg, asyn
     _, status = os.waitpid(pid, 0)
     assert lent >= 0
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+
+
+# loop(timeout=0) never waits, so no wakeup fd is lent; the core still runs
+# pending handlers at every iteration, as 3.11's interpreter does between its
+# select() calls. The loop's count bounds a test whose signal is never handled
+# (about a second on the extension, whose idle iteration is the fast one).
+SPIN = 1_000_000
+
+
+def built_in_idle_pair(asynchat, sockmap):
+    """Two idle async_chat dispatchers of the core's own readable/writable:
+    the extension runs no Python code for them in a quiet iteration."""
+    class Idle(asynchat.async_chat):
+        def collect_incoming_data(self, data):
+            pass
+
+        def found_terminator(self):
+            pass
+
+    for sock in socket.socketpair():
+        Idle(sock, map=sockmap)
+
+
+def signal_once_spinning(fastcore_pkg, signum):
+    """A thread that raises signum on itself once the loop has spun quietly
+    a while (past its first timer callback, Python code that would run the
+    handler): the main thread's system calls see no EINTR, only the flag the
+    C handler sets."""
+    spinning = threading.Event()
+    fastcore_pkg.call_later(0, spinning.set)
+
+    def send():
+        assert spinning.wait(DEFAULT_TIMEOUT)
+        first = fastcore_pkg.stats()["iterations"]
+        deadline = time.monotonic() + DEFAULT_TIMEOUT
+        while fastcore_pkg.stats()["iterations"] - first < 1000 and time.monotonic() < deadline:
+            time.sleep(0.001)  # no event to wait for: the loop runs no code of ours
+        signal.pthread_kill(threading.get_ident(), signum)
+
+    return start_thread(send)
+
+
+def test_a_handler_stops_a_loop_that_never_waits(fastcore_pkg, asyncore, asynchat, sockmap,
+                                                 on_sigusr1):
+    built_in_idle_pair(asynchat, sockmap)
+    handled = []
+
+    def stop(signum, frame):
+        handled.append(fastcore_pkg.stats()["iterations"])
+        asyncore.close_all(sockmap)
+
+    on_sigusr1(stop)
+    first = fastcore_pkg.stats()["iterations"]
+    sender = signal_once_spinning(fastcore_pkg, signal.SIGUSR1)
+    asyncore.loop(timeout=0, map=sockmap, count=SPIN)
+    sender.finish()
+    assert handled and handled[0] - first < SPIN
+    assert not sockmap
+
+
+def test_ctrl_c_ends_a_loop_that_never_waits(fastcore_pkg, asyncore, asynchat, sockmap):
+    built_in_idle_pair(asynchat, sockmap)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    first = fastcore_pkg.stats()["iterations"]
+    sender = signal_once_spinning(fastcore_pkg, signal.SIGINT)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            asyncore.loop(timeout=0, map=sockmap, count=SPIN)
+        # Raised inside loop(), not at the first bytecode after it returned.
+        assert fastcore_pkg.stats()["iterations"] - first < SPIN
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        sender.finish()
+        asyncore.close_all(sockmap)

@@ -9,8 +9,8 @@ from support import USE_POLL, run_iterations, run_until
 
 pytestmark = pytest.mark.fastcore_only
 
-COUNTERS = ("iterations", "bytes_read", "bytes_written", "accepted", "accept_pauses", "closed",
-            "timers_run", "tls_handshakes", "tls_handshake_failures")
+COUNTERS = ("iterations", "bytes_read", "bytes_written", "accepted", "rejected", "accept_pauses",
+            "closed", "timers_run", "tls_handshakes", "tls_handshake_failures")
 HANDLER_BOUNDS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
                   0.5, 1.0, 2.5, float("inf")]
 
@@ -26,7 +26,7 @@ def test_snapshot_shape(stats, sockmap):
     snap = stats(sockmap)
     assert set(snap) == {
         "iterations", "poll_seconds", "handler_seconds", "handler_seconds_histogram",
-        "events", "bytes_read", "bytes_written", "accepted", "accept_pauses", "closed",
+        "events", "bytes_read", "bytes_written", "accepted", "rejected", "accept_pauses", "closed",
         "timers_run", "tls_handshakes", "tls_handshake_failures", "dispatchers", "listening",
         "connections_open"}
     assert set(snap["events"]) == {"read", "write", "expt", "close", "error"}
@@ -148,6 +148,32 @@ def test_poll_time_and_handler_time(stats, asyncore, sockmap):
     assert list(histogram) == HANDLER_BOUNDS
     assert histogram[0.05] == 3 and histogram[2.5] == histogram[float("inf")] == 4
     b.close()
+
+
+def test_rejected(stats, asyncore, kit, sockmap):
+    """A connection fastcore closes before the program sees it (a bad PROXY
+    protocol header) is rejected; a good one and a peer gone before its first
+    byte are not."""
+    from fastcore.proxy import accept_proxy_protocol
+
+    server = kit.EchoServer(sockmap)
+    server.log_info = lambda message, type="info": None
+    accept_proxy_protocol(server)
+    clients = [socket.create_connection(server.address, timeout=support.DEFAULT_TIMEOUT)
+               for _ in range(3)]
+    try:
+        bad, good, gone = clients
+        bad.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        good.sendall(b"PROXY UNKNOWN\r\n")
+        gone.close()
+        # Every one accepted, and only the server and good's handler left.
+        run_until(asyncore, sockmap, lambda: stats(sockmap)["accepted"] == 3
+                  and len(server.handlers) == 1 and len(sockmap) == 2)
+        snap = stats(sockmap)
+        assert (snap["accepted"], snap["rejected"]) == (3, 1)
+    finally:
+        for client in clients:
+            client.close()
 
 
 def test_accept_pauses(fastcore_pkg, stats, asyncore, kit, sockmap):

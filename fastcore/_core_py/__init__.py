@@ -41,6 +41,7 @@ from fastcore._core_py.scheduler import (
 )
 from fastcore._core_py.stats import (
     count_accepted,
+    count_rejected,
     debug_enabled,
     set_debug,
     set_warning_sink,
@@ -69,6 +70,7 @@ __all__ = [
     "call_soon_threadsafe",
     "claim_connection",
     "count_accepted",
+    "count_rejected",
     "debug_enabled",
     "default_backend",
     "find_prefix_at_end",

@@ -32,6 +32,7 @@ class Counts:
         "bytes_read",
         "bytes_written",
         "accepted",
+        "rejected",  # closed by fastcore before reaching the program
         "accept_pauses",  # a listener reached its connection limit
         "closed",
         "timers_run",
@@ -134,6 +135,7 @@ def stats_snapshot():
         "bytes_written": counts.bytes_written,
         "handler_seconds_histogram": histogram,
         "accepted": counts.accepted,
+        "rejected": counts.rejected,
         "accept_pauses": counts.accept_pauses,
         "closed": counts.closed,
         "timers_run": counts.timers_run,
@@ -156,6 +158,12 @@ def timer_ran():
 def count_accepted():
     """dispatcher.accept() returned a connection."""
     counts.accepted += 1
+
+
+def count_rejected():
+    """fastcore closed an accepted connection without handing it to the
+    program (fastcore.proxy: a bad or late PROXY protocol header)."""
+    counts.rejected += 1
 
 
 def set_debug(sink):
