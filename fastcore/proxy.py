@@ -234,7 +234,7 @@ class _PendingHeader(asyncore.dispatcher_with_send):
         if log_type != GONE:
             # Bad or late input: a peer that left before sending a byte (a
             # health check) was not turned away.
-            core.count_rejected()
+            _core.count_rejected()
         self.reading.listener.log_info(
             "PROXY protocol: closing the connection from %s: %s" % (_address_text(self.peer),
                                                                      reason), log_type)

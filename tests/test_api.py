@@ -193,7 +193,8 @@ def test_method_signature(modules, ref_modules, modname, clsname, meth):
     want = inspect.signature(getattr(ref_cls, meth))
     method = getattr(cls, meth)
     # (On PyPy a method descriptor's type is the plain function type.)
-    if isinstance(method, types.MethodDescriptorType) and not isinstance(method, types.FunctionType):
+    descriptor = isinstance(method, types.MethodDescriptorType)
+    if descriptor and not isinstance(method, types.FunctionType):
         # A method of the extension's core classes: the interpreter's method
         # descriptor, whose self is positional-only (it checks self's type).
         self_param = next(iter(got.parameters.values()))
