@@ -378,12 +378,14 @@ def test_another_threads_loop_leaves_deferred_output_alone(asyncore, asynchat):
     # runs a whole event: B's end of event must not send (nor run handlers
     # for) what A's event deferred; A's own end of event sends it.
     chat_class = _script_chat(asynchat)
+    a_pushed = support.threading.Event()
     b_done = support.threading.Event()
     seen_by_a = []
 
     class Waiting(chat_class):
         def run(self, op):
             if op == ("wait",):
+                a_pushed.set()
                 assert b_done.wait(support.DEFAULT_TIMEOUT)
                 seen_by_a.append(support.recv_available(a_peer)[0])
             else:
@@ -397,6 +399,10 @@ def test_another_threads_loop_leaves_deferred_output_alone(asyncore, asynchat):
         chat_b = chat_class(b, map_b, [P[:2]])
 
         def loop_b():
+            # B's event begins once A's pushes are made: one begun before A's
+            # second push would leave that push undeferred (sent at once, as
+            # 3.11 sends it), and this test about deferred output moot.
+            assert a_pushed.wait(support.DEFAULT_TIMEOUT)
             b_peer.sendall(b"0\n")
             run_until(asyncore, map_b, lambda: ("found",) in chat_b.events, what="B's line")
             b_done.set()
