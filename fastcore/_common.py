@@ -167,6 +167,17 @@ class ProducerFifo(deque):
 FIELD_NAMES = frozenset({"producer_fifo", "ac_in_buffer"})
 
 
+def check_limit_value(value, what, least):
+    """A limit (limit_connections, limit_line_length): None, or an int of at
+    least ``least``."""
+    if value is not None:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError("%s must be None or an int, not %r" % (what, value))
+        if value < least:
+            raise ValueError("%s must be %d or more, not %r" % (what, least, value))
+    return value
+
+
 def check_idle_timeout(value):
     """An idle timeout (set_idle_timeout): None, or a number of seconds above 0."""
     if value is None:

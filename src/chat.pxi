@@ -88,11 +88,7 @@ def limit_line_length(chat, n):
     ``chat``; a longer one is logged and closes the connection. None lifts it."""
     if not isinstance(chat, ChatBase):
         raise TypeError("limit_line_length() needs an async_chat, not %r" % (chat,))
-    if n is not None:
-        if isinstance(n, bool) or not isinstance(n, int):
-            raise TypeError("the line length limit must be None or an int, not %r" % (n,))
-        if n < 0:
-            raise ValueError("the line length limit must be 0 or more, not %r" % (n,))
+    n = check_limit_value(n, "the line length limit", 0)
     (<ChatBase>chat)._line_limit = -1 if n is None else min(n, PY_SSIZE_T_MAX)
 
 

@@ -66,6 +66,7 @@ from fastcore._common import (
     _strerror,
     check_backend,
     check_idle_timeout,
+    check_limit_value,
     compact_traceback,
 )
 from fastcore import _signal_wakeup as signal_wakeup

@@ -509,11 +509,7 @@ def limit_connections(listener, n):
     lifts the limit."""
     if not isinstance(listener, DispatcherBase):
         raise TypeError("limit_connections() needs a dispatcher, not %r" % (listener,))
-    if n is not None:
-        if isinstance(n, bool) or not isinstance(n, int):
-            raise TypeError("the connection limit must be None or an int, not %r" % (n,))
-        if n < 1:
-            raise ValueError("the connection limit must be 1 or more, not %r" % (n,))
+    n = check_limit_value(n, "the connection limit", 1)
     (<DispatcherBase>listener)._max_connections = -1 if n is None else min(n, PY_SSIZE_T_MAX)
     check_limit(<DispatcherBase>listener)
 

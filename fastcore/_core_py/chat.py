@@ -14,7 +14,7 @@ import threading
 from errno import EWOULDBLOCK
 from types import SimpleNamespace
 
-from fastcore._common import _DISCONNECTED, FIELD_NAMES, ProducerFifo
+from fastcore._common import _DISCONNECTED, FIELD_NAMES, ProducerFifo, check_limit_value
 from fastcore._core_py.dispatcher import DispatcherBase
 from fastcore._core_py.stats import counts
 
@@ -78,11 +78,7 @@ def limit_line_length(chat, n):
     ``chat``; a longer one is logged and closes the connection. None lifts it."""
     if not isinstance(chat, ChatBase):
         raise TypeError("limit_line_length() needs an async_chat, not %r" % (chat,))
-    if n is not None:
-        if isinstance(n, bool) or not isinstance(n, int):
-            raise TypeError("the line length limit must be None or an int, not %r" % (n,))
-        if n < 0:
-            raise ValueError("the line length limit must be 0 or more, not %r" % (n,))
+    n = check_limit_value(n, "the line length limit", 0)
     chat._fc_line_limit = n
 
 

@@ -10,7 +10,7 @@ recomputes the interest without calling readable()/writable().
 from errno import EBADF, ENOTCONN, EWOULDBLOCK
 from socket import SO_ERROR, SOL_SOCKET
 
-from fastcore._common import _DISCONNECTED, _strerror, check_idle_timeout
+from fastcore._common import _DISCONNECTED, _strerror, check_idle_timeout, check_limit_value
 from fastcore._core_py import registry
 from fastcore._core_py.registry import Registered
 from fastcore._core_py.scheduler import IdleTimer
@@ -91,11 +91,7 @@ def limit_connections(listener, n):
     lifts the limit."""
     if not isinstance(listener, DispatcherBase):
         raise TypeError("limit_connections() needs a dispatcher, not %r" % (listener,))
-    if n is not None:
-        if isinstance(n, bool) or not isinstance(n, int):
-            raise TypeError("the connection limit must be None or an int, not %r" % (n,))
-        if n < 1:
-            raise ValueError("the connection limit must be 1 or more, not %r" % (n,))
+    n = check_limit_value(n, "the connection limit", 1)
     listener._fc_max_connections = n
     _check_limit(listener)
 
