@@ -22,7 +22,7 @@ cdef object _true_len = _builtins_module.len
 # function's builtins from its caller's frame: never proven there.
 cdef bint _proofs_supported = (
     sys.implementation.name == "cpython"
-    and (3, 10) <= sys.version_info[:2] <= (3, 13)
+    and (3, 10) <= sys.version_info[:2] <= (3, 15)
     # With -b, comparing bytes with str warns: Python code (filters) may run.
     and not sys.flags.bytes_warning
 )
@@ -32,7 +32,14 @@ cdef bint _proofs_supported = (
 cdef int _CALL_FLAGS = 0x04 | 0x08 | 0x20 | 0x80 | 0x100 | 0x200
 
 # Instructions with no effect on the stack or on what is read.
-cdef frozenset _NO_EFFECT = frozenset({"RESUME", "NOP", "CACHE", "EXTENDED_ARG"})
+cdef frozenset _NO_EFFECT = frozenset({"RESUME", "NOP", "CACHE", "EXTENDED_ARG", "NOT_TAKEN"})
+# Loads of a local without an effect of their own (3.14's borrowed reference).
+cdef frozenset _LOAD_LOCAL = frozenset({"LOAD_FAST", "LOAD_FAST_BORROW"})
+# Loads of a constant: LOAD_SMALL_INT's and LOAD_COMMON_CONSTANT's argval is
+# the object loaded (3.14+), checked as any constant is.
+cdef frozenset _LOAD_CONSTANT = frozenset({
+    "LOAD_CONST", "RETURN_CONST", "LOAD_SMALL_INT", "LOAD_COMMON_CONSTANT",
+})
 # Instructions that only combine what is on the stack (immutable values, ints
 # from len, bools) or return; jumps are checked to go forward.
 cdef frozenset _PURE = frozenset({
@@ -64,7 +71,7 @@ cdef object attribute_at(list instructions, Py_ssize_t k, bint method_bit):
     if k + 1 >= len(instructions):
         return None
     load, attr = instructions[k], instructions[k + 1]
-    if load.opname != "LOAD_FAST" or attr.opname != "LOAD_ATTR" \
+    if load.opname not in _LOAD_LOCAL or attr.opname != "LOAD_ATTR" \
             or attr.is_jump_target or (method_bit and attr.arg & 1):
         return None
     return attr.argval
@@ -122,7 +129,7 @@ cdef tuple attributes_read(object code):
                 return None
             names.append(None)   # marks the use of len
             i += 1
-        elif op in ("LOAD_CONST", "RETURN_CONST"):
+        elif op in _LOAD_CONSTANT:
             if not immutable_value(<PyObject *>ins.argval):
                 return None
             i += 1

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 pytestmark = pytest.mark.fastcore_only
 
-PROOF_VERSIONS = (3, 10) <= sys.version_info[:2] <= (3, 13)
+PROOF_VERSIONS = (3, 10) <= sys.version_info[:2] <= (3, 15)
 
 SOURCE = """
 class Base(asyncore.dispatcher):
