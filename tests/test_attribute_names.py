@@ -258,6 +258,10 @@ def always():
     return True
 
 
+def pure_core():
+    return not EXTENSION
+
+
 _PROPERTY_REASONS = {
     "ac_in_buffer": "a property over the core's input buffer (a bytearray and an offset, "
                     "so that input costs time linear in the bytes read): not in the "
@@ -278,6 +282,12 @@ KNOWN_DIFFERENCES.update({
     ("async_chat", what, None): ("ac_in_buffer and producer_fifo are properties: not in "
                                  "the instance dict", always)
     for what in ("fresh_instance", "copy", "pickle")
+})
+KNOWN_DIFFERENCES.update({
+    (cls_name, "fresh_instance", None): ("the pure core keeps its bookkeeping of a "
+                                         "dispatcher (_fc_ names) in the instance dict; "
+                                         "copy and pickle leave it out", pure_core)
+    for cls_name in ("dispatcher", "dispatcher_with_send", "file_dispatcher")
 })
 
 

@@ -9,6 +9,7 @@ partly sent item as a memoryview slice instead of copying its remainder
 after every send.
 """
 
+import operator
 import socket
 import threading
 from errno import EWOULDBLOCK
@@ -90,11 +91,15 @@ def get_line_length_limit(chat):
 
 
 class ChatBase(DispatcherBase):
-    # Interest not stable until a producer_fifo of its own is set.
-    _fc_initial_state = tuple(
-        (name, False if name == "_fc_interest_stable" else value)
-        for name, value in DispatcherBase._fc_initial_state
-    )
+    _fc_in_buffer = None  # a bytearray once input arrives
+    _fc_in_offset = 0  # bytes before it are consumed
+    _fc_producer_fifo = None
+    _fc_interest_stable = False  # until a producer_fifo of its own is set
+    _fc_line_len = 0  # bytes collected since the last bytes terminator
+    _fc_line_limit = None  # limit_line_length()
+    _fc_deferred = None  # pushes of this event still to send (bytes)
+    _fc_deferred_thread = 0  # the thread whose event deferred them
+    _fc_sent_serial = 0  # the event in which a push's send took everything
 
     # -- input ---------------------------------------------------------------
 
@@ -237,7 +242,7 @@ class ChatBase(DispatcherBase):
 
     def __getstate__(self):
         # 3.11's async_chat keeps these two in its instance dict.
-        state = dict(super().__getstate__() or {})
+        state = super().__getstate__() or {}
         state["ac_in_buffer"] = self.ac_in_buffer
         if self._fc_producer_fifo is not None:
             state["producer_fifo"] = self._fc_producer_fifo

@@ -113,9 +113,16 @@ def _counts_as_connected(disp):
 
 
 class DispatcherBase(Registered):
-    # fastcore's additions (set_idle_timeout, limit_connections) keep their
-    # state in _fc_ slots (Registered), so no name a subclass uses gets a
-    # meaning.
+    # fastcore's additions (set_idle_timeout, limit_connections): _fc_ names,
+    # so no name a subclass uses gets a meaning.
+    _fc_idle_timeout = None
+    _fc_on_timeout = None  # called with the dispatcher at its idle timeout, or None
+    _fc_idle_timer = None  # an IdleTimer while _fc_idle_timeout is set and it is in a map
+    _fc_listener = None  # the listener whose connection limit it counts against
+    _fc_connections = 0  # as a listener: connections counting against it
+    _fc_max_connections = None  # as a listener: its limit
+    _fc_tls = None  # the TLSLayer (fastcore/_core_py/tls.py) while TLS is on
+    _fc_deferred = None  # chat.py: pushes left for the end of the event
 
     def __new__(cls, *args, **kwargs):
         self = super().__new__(cls)

@@ -153,53 +153,21 @@ class Registered:
     and define ``_close_once()``.
     """
 
-    # The loop's bookkeeping of the object and fastcore's additions' state,
-    # with initial values: slots, so that vars(), copy and pickle show only
-    # what 3.11 shows. Those of DispatcherBase and ChatBase are here too, so
-    # that every core class has one layout and __class__ may move an object
-    # between dispatcher and async_chat, as in 3.11.
-    _fc_initial_state = (
-        ("_fc_entries", ()),  # the registry entries this object is in
-        ("_fc_dirty", False),
-        ("_fc_interest_stable", True),  # False: recompute the interest every iteration
-        ("_fc_close_handled", False),
-        ("_fc_close_iteration", 0),
-        ("_fc_new_socket", False),  # socket assigned since the last registration
-        ("_fc_accept_paused", False),  # a listener at its connection limit: not read
-        # DispatcherBase (set_idle_timeout, limit_connections, TLS, coalescing)
-        ("_fc_idle_timeout", None),
-        ("_fc_on_timeout", None),  # called with the dispatcher at its idle timeout, or None
-        ("_fc_idle_timer", None),  # an IdleTimer while _fc_idle_timeout is set and it is in a map
-        ("_fc_listener", None),  # the listener whose connection limit it counts against
-        ("_fc_connections", 0),  # as a listener: connections counting against it
-        ("_fc_max_connections", None),  # as a listener: its limit
-        ("_fc_tls", None),  # the TLSLayer (fastcore/_core_py/tls.py) while TLS is on
-        ("_fc_deferred", None),  # chat.py: pushes of this event still to send (bytes)
-        # ChatBase
-        ("_fc_in_buffer", None),  # a bytearray once input arrives
-        ("_fc_in_offset", 0),  # bytes before it are consumed
-        ("_fc_producer_fifo", None),
-        ("_fc_line_len", 0),  # bytes collected since the last bytes terminator
-        ("_fc_line_limit", None),  # limit_line_length()
-        ("_fc_deferred_thread", 0),  # the thread whose event deferred them
-        ("_fc_sent_serial", 0),  # the event in which a push's send took everything
-    )
-    __slots__ = tuple(name for name, _ in _fc_initial_state) + ("__dict__", "__weakref__")
+    _fc_entries = ()  # the registry entries this object is in
+    _fc_dirty = False
+    _fc_interest_stable = True  # False: recompute the interest every iteration
+    _fc_close_handled = False
+    _fc_close_iteration = 0
     _fc_readable = None
     _fc_writable = None
-
-    def __new__(cls, *args, **kwargs):
-        self = object.__new__(cls)
-        # Through the slots themselves: a subclass may shadow one with a
-        # property (WithSendBase._fc_interest_stable), yet __class__ may
-        # later move the object to a class that reads the slot.
-        for name, value in cls._fc_initial_state:
-            _SLOTS[name].__set__(self, value)
-        return self
+    _fc_new_socket = False  # socket assigned since the last registration
+    _fc_accept_paused = False  # a listener at its connection limit: not read
 
     def __getstate__(self):
-        # What copy and pickle take of a 3.11 dispatcher: its instance dict.
-        return self.__dict__ or None
+        # What copy and pickle take of a 3.11 dispatcher: its instance dict,
+        # without the loop's bookkeeping of this object (_fc_ names).
+        state = {k: v for k, v in self.__dict__.items() if not k.startswith("_fc_")}
+        return state or None
 
     def _mark_dirty(self):
         if not self._fc_dirty and self._fc_entries:
@@ -223,8 +191,6 @@ class Registered:
         if name in _WATCHED_ATTRIBUTES:
             self._mark_dirty()
 
-
-_SLOTS = {name: Registered.__dict__[name] for name, _ in Registered._fc_initial_state}
 
 # connected, accepting and out_buffer: the interest follows them.
 _WATCHED_ATTRIBUTES = frozenset(
