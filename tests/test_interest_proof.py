@@ -160,6 +160,11 @@ CHANGES = [assign, into_vars, delete_to_class, class_attribute, base_attribute,
 
 @pytest.mark.parametrize("change", CHANGES, ids=[c.__name__ for c in CHANGES])
 def test_interest_follows_each_change(worlds, change):
+    if change is shadow_len_builtin and sys.implementation.name != "cpython":
+        # PyPy does not look a function's builtins up in its namespace's
+        # __builtins__ dict at each call (neither implementation there sees
+        # the change); the proofs this guards are CPython's alone.
+        pytest.skip("builtins shadowed through __builtins__ is CPython's behaviour")
     for w in worlds:
         assert [w.iteration(), w.iteration()] == [0, 0]
         if PROOF_VERSIONS and _extension(w.asyncore):

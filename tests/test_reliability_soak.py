@@ -221,7 +221,7 @@ def test_churn_soak(asyncore, asynchat, use_poll, capsys):
         # close_all() released the map: the core keeps nothing it closed.
         assert not set(live)
         if fd0 is not None:
-            assert _fd_count() == fd0
+            assert _fd_count() <= fd0   # (fewer on PyPy: see above)
         with capsys.disabled():
             print("\nsoak (%s, use_poll=%s): %d rounds x %d connections, %d at a time"
                   % ("extension" if _extension(asyncore) else "pure/ref", use_poll, ROUNDS,

@@ -9,7 +9,6 @@ partly sent item as a memoryview slice instead of copying its remainder
 after every send.
 """
 
-import operator
 import socket
 import threading
 from errno import EWOULDBLOCK
