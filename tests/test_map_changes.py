@@ -10,6 +10,7 @@ import signal
 import socket
 import threading
 import time
+import types
 
 import pytest
 import support
@@ -168,3 +169,25 @@ def test_a_change_by_a_finaliser_in_a_collection(fastcore_pkg, asyncore, idle,
     finally:
         gc.set_threshold(*thresholds)
     assert d.found
+
+
+def test_a_collection_runs_no_python_code_of_the_core(fastcore_pkg):
+    """A signal handler's exception raised inside a gc callback written in
+    Python is only printed by the collector: a Ctrl-C (or a SIGTERM handler's
+    SystemExit) that arrived during a collection would be lost. The pure core
+    notices collections through a built-in method."""
+    pure_core_only(fastcore_pkg, "the extension registers no gc callback")
+    from fastcore._core_py import registry
+
+    if not registry.SKIPS_COMPARISONS:
+        pytest.skip("no gc callback where comparisons are never skipped")
+    ours = [cb for cb in gc.callbacks
+            if getattr(cb, "__module__", None) == registry.__name__
+            or getattr(cb, "__self__", None) is registry._collection_info]
+    assert ours, "the pure core watches collections through gc.callbacks"
+    for callback in ours:
+        assert not isinstance(callback, types.FunctionType), callback
+    # And it sees them.
+    before = registry._collection_info.get("start")
+    gc.collect()
+    assert registry._collection_info.get("start") is not before

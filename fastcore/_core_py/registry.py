@@ -81,13 +81,12 @@ WATCH_UNKNOWN = 0  # compare, and ask only_core_code_runs() for the ones after
 WATCH_SKIPPING = 1  # no comparison: nothing but the core's code can have run
 WATCH_COMPARING = 2  # compare: other code may run (asked again after a busy one)
 
-_collections = 0  # garbage collections begun, counted where gc.callbacks has them
-
-
-def _count_collection(phase, info):
-    global _collections
-    if phase == "start":
-        _collections += 1
+# The info dict of the newest collection's phases, where gc.callbacks has them:
+# a new dict each time, so one held elsewhere is never the newest after another
+# collection. Stored by a built-in method, not a Python function: a signal
+# handler could run inside a Python callback, and an exception raised there
+# (KeyboardInterrupt, a handler's SystemExit) is only printed by the collector.
+_collection_info = {}
 
 
 # _signal's own functions: signal's wrappers make enums of every answer.
@@ -104,14 +103,14 @@ SKIPS_COMPARISONS = (
     and bool(_SIGNALS)
 )
 if SKIPS_COMPARISONS:
-    gc.callbacks.append(_count_collection)
+    gc.callbacks.append(_collection_info.__setitem__)
 
 
 def only_core_code_runs():
     """True when no Python code can run in this process while the core's own
     runs: no thread but this one started by Python, no trace or profile
     function, no sys.monitoring tool, no signal handler written in Python.
-    (A collection is the one thing left: counted by _count_collection.)"""
+    (A collection is the one thing left: seen through _collection_info.)"""
     if _thread._count() or sys.gettrace() is not None or sys.getprofile() is not None:
         return False
     monitoring = getattr(sys, "monitoring", None)
@@ -374,7 +373,7 @@ class Registry:
         self.volatile = {}  # fd -> _Entry not TRACKED, in map order
         self.unregistrations = 0  # a wait that saw one may report fds just dropped
         self.watch = WATCH_UNKNOWN
-        self.collections = _collections  # at the last prepare after a quiet iteration
+        self.collection = _collection_info.get("start")  # at the last prepare after a quiet iteration
         self.woken = False  # the last wait returned some event (the waker's too)
 
     def close(self):
@@ -648,9 +647,9 @@ class Registry:
         last comparison found it (only_core_code_runs() held at that
         comparison, the iterations since ran none of the program's code and
         no collection began)."""
-        collections = _collections
-        collected = collections != self.collections
-        self.collections = collections
+        collection = _collection_info.get("start")
+        collected = collection is not self.collection
+        self.collection = collection
         if self.watch == WATCH_SKIPPING and not collected:
             return True
         if self.watch == WATCH_UNKNOWN or collected:
