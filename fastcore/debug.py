@@ -24,11 +24,11 @@ global per handler call.
 """
 
 import atexit
-import weakref
 from collections import deque, namedtuple
 
 from fastcore._common import POLLERR, POLLHUP, POLLIN, POLLNVAL, POLLOUT, POLLPRI
 from fastcore._impl import core
+from fastcore._weak import WeakKeyTable
 
 __all__ = ["TraceEvent", "disable", "enable", "enabled", "open_dispatchers", "trace"]
 
@@ -69,7 +69,7 @@ class Recorder:
     def __init__(self, slow, size):
         self.slow = slow
         self.size = size
-        self.traces = weakref.WeakKeyDictionary()
+        self.traces = WeakKeyTable()
 
     def handled(self, obj, flags, started, duration, read, written):
         try:

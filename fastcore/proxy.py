@@ -42,11 +42,11 @@ The closed ones other than those count as ``rejected`` in ``fastcore.stats()``
 import collections
 import socket
 import struct
-import weakref
 
 import fastcore
 from fastcore import asyncore
 from fastcore._impl import core as _core
+from fastcore._weak import WeakKeyTable
 
 __all__ = ["ProxyHeader", "accept_proxy_protocol", "peer_address", "proxy_header"]
 
@@ -79,7 +79,7 @@ ProxyHeader.__doc__ = """A PROXY protocol header as read: ``version`` 1 or 2,
 or an unspecified v2 family."""
 
 # Sockets handed on -> their ProxyHeader (dropped with the socket).
-_headers = weakref.WeakKeyDictionary()
+_headers = WeakKeyTable()
 
 
 def accept_proxy_protocol(listener, versions=(1, 2), timeout=5.0):

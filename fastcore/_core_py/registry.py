@@ -373,7 +373,8 @@ class Registry:
         self.volatile = {}  # fd -> _Entry not TRACKED, in map order
         self.unregistrations = 0  # a wait that saw one may report fds just dropped
         self.watch = WATCH_UNKNOWN
-        self.collection = _collection_info.get("start")  # at the last prepare after a quiet iteration
+        # The newest collection at the last prepare after a quiet iteration
+        self.collection = _collection_info.get("start")
         self.woken = False  # the last wait returned some event (the waker's too)
 
     def close(self):
