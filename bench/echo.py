@@ -1,4 +1,5 @@
-"""The end-to-end echo benchmark: servers (bench/echo_server.py) under bench/loadgen.c."""
+"""The end-to-end echo benchmark: servers (bench/echo_server.py, and the C floor
+bench/c_echo_server.c) under bench/loadgen.c."""
 
 import json
 import os
@@ -14,8 +15,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 BUILD = os.path.join(os.path.dirname(HERE), "build", "bench")
 LOADGEN = os.path.join(BUILD, "loadgen")
 LOADGEN_SOURCE = os.path.join(HERE, "loadgen.c")
+# The C epoll server: the floor, what a line echo costs without Python.
+C_SERVER = os.path.join(BUILD, "c_echo_server")
+C_SERVER_SOURCE = os.path.join(HERE, "c_echo_server.c")
 
-# (name, label, echo_server.py arguments)
+# (name, label, echo_server.py arguments; or [C_SERVER]: that binary, not echo_server.py)
 SERVERS = [
     ("ext", "fastcore (extension)", ["ext"]),
     ("pure", "fastcore (pure Python)", ["pure"]),
@@ -26,6 +30,7 @@ SERVERS = [
     ("ref-raw", "reference asyncore, raw dispatcher", ["ref", "--raw"]),
     ("ext-doc", "fastcore (extension), documentation's dispatcher", ["ext", "--doc"]),
     ("ref-doc", "reference asyncore, documentation's dispatcher", ["ref", "--doc"]),
+    ("c-epoll", "C epoll server", [C_SERVER]),
 ]
 
 
@@ -52,22 +57,26 @@ def loads(full):
     return result
 
 
-def build_loadgen():
-    """Compile the load generator if needed; returns None, or why it cannot run."""
-    if os.path.exists(LOADGEN) and os.path.getmtime(LOADGEN) >= os.path.getmtime(
-        LOADGEN_SOURCE
-    ):
+def compile_c(source, target, what):
+    """Compile one C program of the bench into build/bench if needed (gcc -O2, or $CC);
+    returns None, or why it cannot run."""
+    if os.path.exists(target) and os.path.getmtime(target) >= os.path.getmtime(source):
         return None
     os.makedirs(BUILD, exist_ok=True)
     cc = os.environ.get("CC", "gcc")
-    cmd = [cc, "-O2", "-Wall", "-o", LOADGEN, LOADGEN_SOURCE]
+    cmd = [cc, "-O2", "-Wall", "-o", target, source]
     try:
         subprocess.run(cmd, check=True, capture_output=True, text=True)
     except FileNotFoundError:
         return "no C compiler (%s)" % cc
     except subprocess.CalledProcessError as exc:
-        return "the load generator did not compile: %s" % exc.stderr.strip()[-500:]
+        return "%s did not compile: %s" % (what, exc.stderr.strip()[-500:])
     return None
+
+
+def build_loadgen():
+    """Compile the load generator if needed; returns None, or why it cannot run."""
+    return compile_c(LOADGEN_SOURCE, LOADGEN, "the load generator")
 
 
 def cpu_plan():
@@ -83,6 +92,8 @@ def cpu_plan():
 
 def server_available(name):
     """None when this server can run here, else why not."""
+    if name == "c-epoll":
+        return compile_c(C_SERVER_SOURCE, C_SERVER, "the C server")
     if name == "uvloop":
         try:
             import uvloop  # noqa: F401
@@ -109,7 +120,10 @@ def server_available(name):
 
 def start_server(args, impl, cpu, wrapper=()):
     """Start a server; returns (process, port)."""
-    cmd = list(wrapper) + [sys.executable, os.path.join(HERE, "echo_server.py")] + args
+    if args[0] == C_SERVER:
+        cmd = list(wrapper) + args   # the compiled server runs as itself
+    else:
+        cmd = list(wrapper) + [sys.executable, os.path.join(HERE, "echo_server.py")] + args
     proc = subprocess.Popen(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env=impls.environment(impl), preexec_fn=pin(cpu),

@@ -1,5 +1,6 @@
 """Tables, target checks and plots from a bench/run.py result."""
 
+import math
 import statistics
 
 from impls import LABELS
@@ -12,6 +13,8 @@ def fmt(x, digits=None):
         return "-"
     if digits is None:
         digits = 2 if abs(x) < 10 else 1 if abs(x) < 100 else 0
+        if 0 < abs(x) < 0.1:  # two significant digits (the C server's x0.012, not x0.01)
+            digits = 1 - math.floor(math.log10(abs(x)))
     return "{:,.{}f}".format(x, digits)
 
 

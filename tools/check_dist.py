@@ -107,7 +107,8 @@ def check_sdist_contents(path):
         require(needed in names, "sdist has %s" % needed)
     require(any(n.startswith("src/") and n.endswith(".pxi") for n in names), "sdist has src/*.pxi")
     # Cython writes its C beside the sources (src/, fastcore/); C written by hand
-    # elsewhere (bench/loadgen.c, the benchmark's load generator) is source.
+    # elsewhere (bench/loadgen.c, bench/c_echo_server.c: the benchmark's load generator
+    # and C server) is source.
     generated = sorted(
         n for n in names
         if n.endswith((".so", ".pyd", ".html", ".pyc"))
@@ -115,6 +116,7 @@ def check_sdist_contents(path):
     )
     require(not generated, "sdist has no generated C or build output %s" % (generated or ""))
     require("bench/loadgen.c" in names, "sdist has the benchmark's load generator")
+    require("bench/c_echo_server.c" in names, "sdist has the benchmark's C server")
 
 
 def check_wheel_contents(path, binary):
