@@ -164,7 +164,7 @@ class ProducerFifo(deque):
 # Attributes that are properties (the core's C fields: see docs/design.md).
 # A subclass that sets one of them as a plain class attribute has it moved
 # into ``cls._fc_defaults`` so that it does not hide the property.
-FIELD_NAMES = frozenset({"producer_fifo", "ac_in_buffer"})
+FIELD_NAMES = frozenset({"ac_in_buffer"})
 
 
 def check_limit_value(value, what, least):

@@ -7,8 +7,6 @@ import socket
 import ssl
 from typing import Any, Callable, Dict, Optional, Tuple, Type, Union
 
-from fastcore._common import ProducerFifo
-
 # asyncore's map: fd -> dispatcher (or any object with asyncore's handle_* methods).
 _Map = Dict[int, Any]
 _Terminator = Union[bytes, str, int, None]
@@ -126,7 +124,6 @@ class WithSendBase(DispatcherBase):
 
 class ChatBase(DispatcherBase):
     ac_in_buffer: bytes
-    producer_fifo: ProducerFifo
     def _collect_incoming_data(self, data: bytes) -> None: ...
     def _get_data(self) -> bytes: ...
     def set_terminator(self, term: _Terminator) -> None: ...

@@ -5,7 +5,7 @@
 #     is off for the instance;
 #   - socket: the new socket may have the old one's fd number, and so must be
 #     registered with the kernel again;
-#   - connected, accepting, out_buffer: the interest is recomputed;
+#   - connected, accepting, out_buffer, producer_fifo: the interest is recomputed;
 #   - an attribute whose value attribute_cache.pxi keeps: it is forgotten.
 # On CPython 3.12+ a dict watcher on each instance dict reports them, so the
 # facade's classes keep the interpreter's own attribute stores, which it
@@ -30,7 +30,7 @@ cdef extern from "dict_watch.h":
 cdef enum:
     ASSIGNED_METHOD = 1   # a name in _WATCHED_METHODS
     ASSIGNED_SOCKET = 2
-    ASSIGNED_INTEREST = 4  # connected, accepting, out_buffer: the interest follows them
+    ASSIGNED_INTEREST = 4  # connected, accepting, out_buffer, producer_fifo: the interest follows them
     CACHED_SHIFT = 8      # bits from here on: the name's attribute_cache.pxi slot
     # The dict was cleared or filled at once: all of the above.
     ASSIGNED_ANY = ASSIGNED_METHOD | ASSIGNED_SOCKET | ASSIGNED_INTEREST | \

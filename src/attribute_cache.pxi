@@ -1,6 +1,6 @@
 # The attributes the core reads for every message (socket, terminator, the
 # buffer sizes, collect_incoming_data, found_terminator, and the state its
-# interest follows: connected, accepting, out_buffer),
+# interest follows: connected, accepting, out_buffer, producer_fifo),
 # kept per dispatcher between reads where no change can go unseen.
 #
 # A value is kept when it comes from:
@@ -21,7 +21,8 @@
 # Interned: attribute names are, and the watcher compares them by address.
 cdef tuple _cached_names = tuple(sys.intern(name) for name in (
     "socket", "terminator", "ac_in_buffer_size", "ac_out_buffer_size",
-    "collect_incoming_data", "found_terminator", "connected", "accepting", "out_buffer"))
+    "collect_incoming_data", "found_terminator", "connected", "accepting", "out_buffer",
+    "producer_fifo"))
 
 
 cdef extern from "cpython_internals.h":

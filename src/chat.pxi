@@ -108,6 +108,10 @@ cdef class ChatBase(DispatcherBase):
     # the core's own once the rest of one read must wait for the next.
     cdef object _inbuf
     cdef Py_ssize_t _inpos
+    # producer_fifo is a plain attribute, as in 3.11 (read through
+    # attribute_cache.pxi). _fifo is the object it held when last read, and
+    # _fifo_tracked whether that object is a ProducerFifo of this
+    # dispatcher's own, which tells the loop when it turns empty or not.
     cdef object _fifo
     cdef bint _fifo_tracked
     cdef Py_ssize_t _line_len  # bytes collected since the last bytes terminator
@@ -121,7 +125,7 @@ cdef class ChatBase(DispatcherBase):
         self._inbuf = b""
         self._inpos = 0
         self._line_limit = -1
-        # Class attributes a subclass gave to producer_fifo/ac_in_buffer (moved
+        # A class attribute a subclass gave to ac_in_buffer (moved
         # aside by the facade's __init_subclass__) become the instance's
         # values. Here, not in DispatcherBase's __cinit__: Cython sets this
         # class's fields after the base's __cinit__ returns, over any value
@@ -325,25 +329,42 @@ cdef class ChatBase(DispatcherBase):
 
     # -- output ------------------------------------------------------------
 
-    @property
-    def producer_fifo(self):
-        return self._fifo
+    cdef inline object fifo(self):
+        """self.producer_fifo; _fifo and _fifo_tracked follow it."""
+        if kept(self, CACHED_FIFO) and kept_value(self, CACHED_FIFO) is self._fifo:
+            return self._fifo
+        return self.read_fifo()
 
-    @producer_fifo.setter
-    def producer_fifo(self, value):
-        self._fifo = value
-        self._fifo_tracked = (
-            isinstance(value, ProducerFifo) and value._owner_ref is not None
-            and value._owner_ref() is self)
-        self.mark_dirty()
+    cdef object read_fifo(self):
+        fifo = cached_attr(self, CACHED_FIFO)
+        if fifo is not self._fifo:
+            self._fifo = fifo
+            self._fifo_tracked = (
+                isinstance(fifo, ProducerFifo) and fifo._owner_ref is not None
+                and fifo._owner_ref() is self)
+            # Tracked or not, empty or not: the interest may change.
+            self.mark_dirty()
+        return fifo
+
+    cdef inline int fifo_tracked(self) except -1:
+        """Whether producer_fifo is a ProducerFifo of its own. False when it
+        cannot be read: writable(), asked then, raises what the read raised."""
+        if kept(self, CACHED_FIFO) and kept_value(self, CACHED_FIFO) is self._fifo:
+            return self._fifo_tracked
+        try:
+            self.read_fifo()
+        except Exception:
+            return False
+        return self._fifo_tracked
 
     cdef bint has_output(self) except -1:
+        cdef object fifo = self.fifo()
         if self._fifo_tracked:
-            return len(<object>self._fifo) > 0
-        return bool(self._fifo)
+            return len(fifo) > 0
+        return bool(fifo)
 
     cdef int fifo_append(self, item) except -1:
-        cdef object fifo = self._fifo
+        cdef object fifo = self.fifo()
         if not self._fifo_tracked:
             fifo.append(item)
             return 0
@@ -353,7 +374,7 @@ cdef class ChatBase(DispatcherBase):
         return 0
 
     cdef int fifo_popleft(self) except -1:
-        cdef object fifo = self._fifo
+        cdef object fifo = self.fifo()
         if not self._fifo_tracked:
             del fifo[0]
             return 0
@@ -391,14 +412,17 @@ cdef class ChatBase(DispatcherBase):
         cdef Py_ssize_t i
         # A push sent at once leaves the write interest as it was: the
         # registry is told only if the fifo's emptiness changed.
-        cdef bint quiet = self._fifo_tracked and self._tls is None and not self._quiet_fifo
-        cdef bint had_output = quiet and self.has_output()
+        cdef bint quiet = self.fifo_tracked() and self._tls is None and not self._quiet_fifo
+        # No Python code runs from here to the append: _fifo is still current.
+        cdef bint had_output = quiet and len(<object>self._fifo) > 0
         if quiet:
             self._quiet_fifo = True
         try:
             if n > size:
                 for i in range(0, n, size):
                     self.fifo_append(data[i:i + size])
+            elif quiet:
+                _deque_append(self._fifo, data)
             else:
                 self.fifo_append(data)
             self.initiate()
@@ -407,7 +431,10 @@ cdef class ChatBase(DispatcherBase):
                 self._quiet_fifo = False
                 if not self._fifo_tracked or self.has_output() != had_output:
                     self.mark_dirty()
-        if _event_serial and self._fifo_tracked and not len(<object>self._fifo):
+        # A quiet push read the fifo again just above (has_output()), unless
+        # it was no longer tracked then, which is all this needs to know.
+        if _event_serial and (self._fifo_tracked if quiet else self.fifo_tracked()) \
+                and not len(<object>self._fifo):
             self._sent_serial = _event_serial
 
     cdef bint may_defer(self, Py_ssize_t size) except -1:
@@ -423,7 +450,7 @@ cdef class ChatBase(DispatcherBase):
         # (3.11 drops an empty push without a send.)
         if size == 0 or size > cached_attr(self, CACHED_OUT_SIZE):
             return False
-        if not self._fifo_tracked or len(<object>self._fifo) or self._tls is not None \
+        if not self.fifo_tracked() or len(<object>self._fifo) or self._tls is not None \
                 or not self.is_connected():
             return False
         if not self.uses(COALESCE_PATHS) or self.class_paths() & COALESCE_PATHS != COALESCE_PATHS:
@@ -471,7 +498,7 @@ cdef class ChatBase(DispatcherBase):
             i += 1
         if i == len(items):
             return 0
-        fifo = self._fifo
+        fifo = self.fifo()
         for item in reversed(items[i:]):
             if self._fifo_tracked:
                 _deque_appendleft(fifo, item)
@@ -488,7 +515,7 @@ cdef class ChatBase(DispatcherBase):
         return 1
 
     def writable(self):
-        return self._fifo or (not self.connected)
+        return self.fifo() or (not self.connected)
 
     def close_when_done(self):
         self.fifo_append(None)
@@ -501,7 +528,7 @@ cdef class ChatBase(DispatcherBase):
         cdef bint plain_send = self.uses(FAST_SEND)
         if self._deferred is not None:
             self.flush_deferred()
-        while self._fifo and self.is_connected():
+        while self.fifo() and self.is_connected():
             fifo = self._fifo
             first = fifo[0]
             if not first:
@@ -562,8 +589,6 @@ cdef class ChatBase(DispatcherBase):
         # 3.11's async_chat keeps these two in its instance dict.
         state = dict(PyObject_GenericGetDict(self, NULL))
         state["ac_in_buffer"] = self.ac_in_buffer
-        if self._fifo is not None:
-            state["producer_fifo"] = self._fifo
         return state
 
     def __setstate__(self, state):
@@ -585,4 +610,4 @@ cdef class ChatBase(DispatcherBase):
         self.ac_in_buffer = b""
         self._line_len = 0
         del self.incoming[:]
-        self._fifo.clear()
+        self.fifo().clear()

@@ -140,9 +140,11 @@ cdef enum:
     CACHED_CONNECTED = 6
     CACHED_ACCEPTING = 7
     CACHED_OUT_BUFFER = 8
-    CACHED_SLOTS = 9
+    CACHED_FIFO = 9
+    CACHED_SLOTS = 10
     # The slots whose names decide a tracked dispatcher's interest.
-    CACHED_INTEREST = (1 << CACHED_CONNECTED) | (1 << CACHED_ACCEPTING) | (1 << CACHED_OUT_BUFFER)
+    CACHED_INTEREST = (1 << CACHED_CONNECTED) | (1 << CACHED_ACCEPTING) | \
+        (1 << CACHED_OUT_BUFFER) | (1 << CACHED_FIFO)
     CACHED_METHODS = (1 << CACHED_COLLECT) | (1 << CACHED_FOUND)
 
 

@@ -432,7 +432,7 @@ cdef class Registry:
         # does: a producer_fifo that is not ours, an out_buffer that is not
         # bytes (a bytearray grows in place). Such a dispatcher is looked at
         # every iteration (in C) instead.
-        if (entry.kind == KIND_CHAT and not (<ChatBase>disp)._fifo_tracked) or (
+        if (entry.kind == KIND_CHAT and not (<ChatBase>disp).fifo_tracked()) or (
                 entry.kind == KIND_WITH_SEND
                 and type(cached_attr(disp, CACHED_OUT_BUFFER)) is not bytes):
             self.polled[entry.fd] = entry

@@ -92,8 +92,8 @@ def get_line_length_limit(chat):
 class ChatBase(DispatcherBase):
     _fc_in_buffer = None  # a bytearray once input arrives
     _fc_in_offset = 0  # bytes before it are consumed
-    _fc_producer_fifo = None
-    _fc_interest_stable = False  # until a producer_fifo of its own is set
+    _fc_fifo = None  # producer_fifo when last read
+    _fc_fifo_tracked = False  # whether that is a ProducerFifo of its own
     _fc_line_len = 0  # bytes collected since the last bytes terminator
     _fc_line_limit = None  # limit_line_length()
     _fc_deferred = None  # pushes of this event still to send (bytes)
@@ -243,8 +243,6 @@ class ChatBase(DispatcherBase):
         # 3.11's async_chat keeps these two in its instance dict.
         state = super().__getstate__() or {}
         state["ac_in_buffer"] = self.ac_in_buffer
-        if self._fc_producer_fifo is not None:
-            state["producer_fifo"] = self._fc_producer_fifo
         return state
 
     def __setstate__(self, state):
@@ -264,21 +262,42 @@ class ChatBase(DispatcherBase):
 
     # -- output --------------------------------------------------------------
 
-    @property
-    def producer_fifo(self):
-        return self._fc_producer_fifo
+    # producer_fifo is a plain attribute, as in 3.11. Only a ProducerFifo of
+    # its own reports turning empty or non-empty; with anything else the
+    # interest is recomputed every iteration.
 
-    @producer_fifo.setter
-    def producer_fifo(self, fifo):
-        self._fc_producer_fifo = fifo
-        # Only a ProducerFifo of its own reports turning empty or non-empty;
-        # anything else is looked at every iteration.
+    def _fc_current_fifo(self):
+        """self.producer_fifo; _fc_fifo and _fc_fifo_tracked follow it."""
+        fifo = self.producer_fifo
+        if fifo is not self._fc_fifo:
+            self._fc_adopt_fifo(fifo)
+        return fifo
+
+    def _fc_adopt_fifo(self, fifo):
+        self._fc_fifo = fifo
         owner_ref = fifo._owner_ref if isinstance(fifo, ProducerFifo) else None
-        self._fc_interest_stable = owner_ref is not None and owner_ref() is self
+        self._fc_fifo_tracked = owner_ref is not None and owner_ref() is self
         self._mark_dirty()
 
+    @property
+    def _fc_interest_stable(self):
+        # False when producer_fifo cannot be read: writable(), asked then,
+        # raises what the read raised.
+        try:
+            fifo = self.producer_fifo
+        except Exception:
+            return False
+        if fifo is not self._fc_fifo:
+            self._fc_adopt_fifo(fifo)
+        return self._fc_fifo_tracked
+
     def _fc_write_interest(self):
-        return not self.accepting and (bool(self._fc_producer_fifo) or not self.connected)
+        if self.accepting:
+            return False
+        fifo = self.producer_fifo
+        if fifo is not self._fc_fifo:
+            self._fc_adopt_fifo(fifo)
+        return bool(fifo) or not self.connected
 
     def handle_write(self):
         self.initiate_send()
@@ -299,13 +318,17 @@ class ChatBase(DispatcherBase):
             self._fc_flush_deferred()
         size = self.ac_out_buffer_size
         fifo = self.producer_fifo
+        if fifo is not self._fc_fifo:
+            self._fc_adopt_fifo(fifo)
         if len(data) > size:
             for i in range(0, len(data), size):
                 fifo.append(data[i : i + size])
         else:
             fifo.append(data)
         self.initiate_send()
-        if events.serial and self._fc_interest_stable and not self._fc_producer_fifo:
+        # The fifo as last read (what the sends may have changed is read
+        # again by the next _fc_may_defer()).
+        if events.serial and self._fc_fifo_tracked and not self._fc_fifo:
             self._fc_sent_serial = events.serial
 
     def _fc_may_defer(self, size):
@@ -323,7 +346,7 @@ class ChatBase(DispatcherBase):
             return False
         if (
             not self._fc_interest_stable
-            or self._fc_producer_fifo
+            or self._fc_fifo
             or self._fc_tls is not None
             or not self.connected
         ):
@@ -391,7 +414,7 @@ class ChatBase(DispatcherBase):
             i += 1
         if i == len(items):
             return
-        fifo = self._fc_producer_fifo
+        fifo = self._fc_current_fifo()
         for item in reversed(items[i:]):
             fifo.appendleft(item)
         self._mark_dirty()

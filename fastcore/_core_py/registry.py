@@ -191,9 +191,9 @@ class Registered:
             self._mark_dirty()
 
 
-# connected, accepting and out_buffer: the interest follows them.
+# connected, accepting, out_buffer and producer_fifo: the interest follows them.
 _WATCHED_ATTRIBUTES = frozenset(
-    {"readable", "writable", "socket", "connected", "accepting", "out_buffer"}
+    {"readable", "writable", "socket", "connected", "accepting", "out_buffer", "producer_fifo"}
 )
 _MISSING = object()
 
