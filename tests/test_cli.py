@@ -16,6 +16,13 @@ pytestmark = pytest.mark.fastcore_only
 LISTENING = re.compile(r"(\w+) listening on ([\d.]+):(\d+)\Z")
 
 
+def _default_sigint():
+    # A test run started in the background by a non-interactive shell (nohup,
+    # `cmd &`) inherits SIGINT ignored, and Python then installs no
+    # KeyboardInterrupt for it: the server under test gets the default.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Server:
     """``python -m fastcore <args>`` in the background; the addresses it printed."""
 
@@ -23,7 +30,8 @@ class Server:
         self.cwd = tempfile.mkdtemp(prefix="fastcore-cli-")  # no checkout on sys.path
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "fastcore"] + list(args), cwd=self.cwd,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            preexec_fn=_default_sigint)
         self.addresses = {}
         expected = 1
         if "--metrics-port" in args:
