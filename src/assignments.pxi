@@ -30,7 +30,7 @@ cdef extern from "dict_watch.h":
 cdef enum:
     ASSIGNED_METHOD = 1   # a name in _WATCHED_METHODS
     ASSIGNED_SOCKET = 2
-    ASSIGNED_INTEREST = 4  # connected, accepting, out_buffer, producer_fifo: the interest follows them
+    ASSIGNED_INTEREST = 4  # connected, accepting, out_buffer, producer_fifo: interest follows
     CACHED_SHIFT = 8      # bits from here on: the name's attribute_cache.pxi slot
     # The dict was cleared or filled at once: all of the above.
     ASSIGNED_ANY = ASSIGNED_METHOD | ASSIGNED_SOCKET | ASSIGNED_INTEREST | \

@@ -551,6 +551,7 @@ cdef class ChatBase(DispatcherBase):
                     # A producer.
                     data = first.more()
                     if data:
+                        fifo = self.fifo()   # more() is the program's code
                         if self._fifo_tracked:
                             _deque_appendleft(fifo, data)
                         else:
@@ -576,6 +577,7 @@ cdef class ChatBase(DispatcherBase):
                         rest = memoryview(first)[num_sent:]
                     else:
                         rest = first[num_sent:]
+                    fifo = self.fifo()   # a send() of the program's may have replaced it
                     if self._fifo_tracked:
                         _deque_setitem(fifo, 0, rest)
                     else:

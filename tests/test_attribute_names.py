@@ -550,3 +550,59 @@ def test_the_loop_reads_producer_fifo_as_the_reference_does(asyncore, asynchat, 
     ours = chat_loop_after_each_step(asyncore, asynchat, use_poll)
     assert ours == chat_loop_after_each_step(ref_asyncore, ref_asynchat, use_poll)
     assert ("_chat_step_new_deque", ["write"]) in ours
+
+
+def fifo_replaced_during_a_send(asyncore, asynchat):
+    """A producer's more() and an overridden send() that replace
+    producer_fifo: where the rest of the data goes, as 3.11 reads the
+    attribute after them."""
+
+    class Producer:
+        def __init__(self, owner):
+            self.owner = owner
+            self.done = False
+
+        def more(self):
+            if self.done:
+                return b""
+            self.done = True
+            self.owner.producer_fifo = deque([b"new-fifo"])
+            return b"from-more"
+
+    class Chat(asynchat.async_chat):
+        replace_in_send = False
+
+        def collect_incoming_data(self, data):
+            pass
+
+        def found_terminator(self):
+            pass
+
+        def send(self, data):
+            if self.replace_in_send:
+                self.replace_in_send = False
+                self.producer_fifo = deque([b"other"])
+                return 2   # a partial send: the rest goes to the fifo read now
+            return asynchat.async_chat.send(self, data)
+
+    a, b = socket.socketpair()
+    m = {}
+    chat = Chat(a, map=m)
+    seen = []
+    try:
+        chat.push_with_producer(Producer(chat))
+        seen.append([bytes(x) if not hasattr(x, "more") else "producer"
+                     for x in chat.producer_fifo])
+        chat.replace_in_send = True
+        chat.push(b"abcdef")
+        seen.append([bytes(x) for x in chat.producer_fifo])
+    finally:
+        asyncore.close_all(map=m, ignore_all=True)
+        b.close()
+    return seen
+
+
+def test_producer_fifo_read_again_after_the_programs_code(asyncore, asynchat, ref_asyncore,
+                                                          ref_asynchat):
+    ours = fifo_replaced_during_a_send(asyncore, asynchat)
+    assert ours == fifo_replaced_during_a_send(ref_asyncore, ref_asynchat)

@@ -456,11 +456,13 @@ class ChatBase(DispatcherBase):
             try:
                 data = first[:size]
             except TypeError:
-                data = first.more()  # a producer
+                # A producer. more() and send() are the program's code: the
+                # fifo is read again after them, as 3.11 does.
+                data = first.more()
                 if data:
-                    fifo.appendleft(data)
+                    self.producer_fifo.appendleft(data)
                 else:
-                    del fifo[0]
+                    del self.producer_fifo[0]
                 continue
             if isinstance(data, str) and self.use_encoding:
                 data = bytes(data, self.encoding)
@@ -475,9 +477,9 @@ class ChatBase(DispatcherBase):
                 if num_sent < len(data) or size < len(first):
                     if type(first) is bytes:
                         first = memoryview(first)
-                    fifo[0] = first[num_sent:]
+                    self.producer_fifo[0] = first[num_sent:]
                 else:
-                    del fifo[0]
+                    del self.producer_fifo[0]
             return
 
     def discard_buffers(self):
