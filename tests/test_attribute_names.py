@@ -433,18 +433,29 @@ def loop_after_each_step(asyncore, use_poll):
         def handle_accept(self):
             calls.append("accept")
 
-    base = type("Base", (Recorder,), {})
+    def poke(step, peer):
+        if step is _step_class_accepting:
+            peer.send(b"x")
+
+    return handlers_after_each_step(asyncore, Recorder, STEPS, calls, use_poll, poke)
+
+
+def handlers_after_each_step(asyncore, recorder, steps, calls, use_poll, poke=None):
+    """A dispatcher of a subclass of a subclass of ``recorder`` (each step
+    may change it or its bases) on one end of a socketpair: after each step
+    (and ``poke(step, peer)``), the handlers three loop iterations call."""
+    base = type("Base", (recorder,), {})
     cls = type("Handler", (base,), {})
     a, b = socket.socketpair()
     m = {}
     d = cls(a, map=m)
     seen = []
     try:
-        for step in [None] + STEPS:
+        for step in [None] + steps:
             if step is not None:
                 step(d, cls)
-            if step is _step_class_accepting:
-                b.send(b"x")
+            if poke is not None:
+                poke(step, b)
             del calls[:]
             for _ in range(3):
                 asyncore.loop(timeout=0.01, map=m, count=1, use_poll=use_poll)
@@ -524,24 +535,7 @@ def chat_loop_after_each_step(asyncore, asynchat, use_poll):
         def found_terminator(self):
             pass
 
-    base = type("Base", (Recorder,), {})
-    cls = type("Handler", (base,), {})
-    a, b = socket.socketpair()
-    m = {}
-    d = cls(a, map=m)
-    seen = []
-    try:
-        for step in [None] + CHAT_STEPS:
-            if step is not None:
-                step(d, cls)
-            del calls[:]
-            for _ in range(3):
-                asyncore.loop(timeout=0.01, map=m, count=1, use_poll=use_poll)
-            seen.append((step.__name__ if step else "start", sorted(set(calls))))
-    finally:
-        asyncore.close_all(map=m, ignore_all=True)
-        b.close()
-    return seen
+    return handlers_after_each_step(asyncore, Recorder, CHAT_STEPS, calls, use_poll)
 
 
 @pytest.mark.parametrize("use_poll", [False, True], ids=["select", "poll"])
