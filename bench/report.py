@@ -261,10 +261,7 @@ def targets(result, full):
     echo = {rec["load"]: rec for rec in result.get("echo", [])}
 
     def primary(load, server):
-        for row in echo.get(load, {}).get("rows", []):
-            if row["server"] == server and "summary" in row:
-                return row["summary"]["primary"]["median"]
-        return None
+        return echo_median(echo, load, server)
 
     for load, goal in (("ping-pong", 1.5), ("pipelined", 4.5), ("bulk", 2.4), ("idle", 300),
                        ("idle-1", 300)):
@@ -295,9 +292,47 @@ def targets(result, full):
     return out
 
 
+def echo_median(echo, load, server):
+    """The median server CPU per message of one server under one load, or None."""
+    for row in echo.get(load, {}).get("rows", []):
+        if row["server"] == server and "summary" in row:
+            return row["summary"]["primary"]["median"]
+    return None
+
+
+def real_program_targets(result):
+    """[(target, measured, met)] for issue 17's targets (real programs'
+    patterns: pipelined pushes, overridden writable()) that this run measured."""
+    out = []
+    echo = {rec["load"]: rec for rec in result.get("echo", [])}
+    goals = (("pipelined", "ref", 3, "the reference"), ("pipelined", "uvloop", 2.5, "uvloop"),
+             ("ping-pong", "ref", 1.25, "the reference"), ("ping-pong", "uvloop", 1.1, "uvloop"),
+             ("bulk", "ref", 1.5, "the reference"))
+    for load, other, goal, name in goals:
+        ext, them = echo_median(echo, load, "ext"), echo_median(echo, load, other)
+        if ext and them:
+            out.append(("%s: server CPU/msg >= %sx cheaper than %s" % (load, goal, name),
+                        "x%s" % fmt(them / ext), them / ext >= goal))
+    ext, c = echo_median(echo, "ping-pong", "ext"), echo_median(echo, "ping-pong", "c-epoll")
+    if ext and c:
+        out.append(("ping-pong: server CPU/msg within 1.3x the C epoll server's",
+                    "x%s" % fmt(ext / c), ext / c <= 1.3))
+    doc = {r["idle"]: r["us"]["median"]
+           for r in result.get("micro", {}).get("ext", {}).get("doc_iteration", []) if "us" in r}
+    if 10 in doc and 5000 in doc:
+        out.append(("documentation's pattern: 5,000 idle cost <= 3x 10 idle (extension)",
+                    "x%s" % fmt(doc[5000] / doc[10]), doc[5000] <= 3 * doc[10]))
+    return out
+
+
 def targets_table(result, full):
-    rows = [[t, m, "met" if ok else "MISSED"] for t, m, ok in targets(result, full)]
-    return table("Issue 3 targets, from this run", ["target", "measured", ""], rows)
+    tables = []
+    for title, rows in (("Issue 3 targets", targets(result, full)),
+                        ("Issue 17 targets (real programs)", real_program_targets(result))):
+        rows = [[t, m, "met" if ok else "MISSED"] for t, m, ok in rows]
+        if rows:
+            tables.append(table(title + ", from this run", ["target", "measured", ""], rows))
+    return "\n".join(tables)
 
 
 def callgrind_table(rows, load="ping-pong"):
