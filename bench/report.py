@@ -258,7 +258,7 @@ def targets(result, full):
         out.append(("async_chat input linear in the input size (1 MiB vs 64 KiB reads, "
                     "per byte within 2x)", "per-byte cost x%s" % fmt(ratio), ratio <= 2))
 
-    echo = {rec["load"]: rec for rec in result.get("echo", [])}
+    echo = echo_by_load(result)
 
     def primary(load, server):
         return echo_median(echo, load, server)
@@ -292,6 +292,10 @@ def targets(result, full):
     return out
 
 
+def echo_by_load(result):
+    return {rec["load"]: rec for rec in result.get("echo", [])}
+
+
 def echo_median(echo, load, server):
     """The median server CPU per message of one server under one load, or None."""
     for row in echo.get(load, {}).get("rows", []):
@@ -304,7 +308,7 @@ def real_program_targets(result):
     """[(target, measured, met)] for issue 17's targets (real programs'
     patterns: pipelined pushes, overridden writable()) that this run measured."""
     out = []
-    echo = {rec["load"]: rec for rec in result.get("echo", [])}
+    echo = echo_by_load(result)
     goals = (("pipelined", "ref", 3, "the reference"), ("pipelined", "uvloop", 2.5, "uvloop"),
              ("ping-pong", "ref", 1.25, "the reference"), ("ping-pong", "uvloop", 1.1, "uvloop"),
              ("bulk", "ref", 1.5, "the reference"))

@@ -329,9 +329,13 @@ cdef class ChatBase(DispatcherBase):
 
     # -- output ------------------------------------------------------------
 
+    cdef inline bint fifo_unchanged(self) except -1:
+        """producer_fifo is still the object last read (_fifo), by the cache."""
+        return kept(self, CACHED_FIFO) and kept_value(self, CACHED_FIFO) is self._fifo
+
     cdef inline object fifo(self):
         """self.producer_fifo; _fifo and _fifo_tracked follow it."""
-        if kept(self, CACHED_FIFO) and kept_value(self, CACHED_FIFO) is self._fifo:
+        if self.fifo_unchanged():
             return self._fifo
         return self.read_fifo()
 
@@ -349,7 +353,7 @@ cdef class ChatBase(DispatcherBase):
     cdef inline int fifo_tracked(self) except -1:
         """Whether producer_fifo is a ProducerFifo of its own. False when it
         cannot be read: writable(), asked then, raises what the read raised."""
-        if kept(self, CACHED_FIFO) and kept_value(self, CACHED_FIFO) is self._fifo:
+        if self.fifo_unchanged():
             return self._fifo_tracked
         try:
             self.read_fifo()
@@ -588,7 +592,7 @@ cdef class ChatBase(DispatcherBase):
         return 0
 
     def __getstate__(self):
-        # 3.11's async_chat keeps these two in its instance dict.
+        # 3.11's async_chat keeps ac_in_buffer in its instance dict.
         state = dict(PyObject_GenericGetDict(self, NULL))
         state["ac_in_buffer"] = self.ac_in_buffer
         return state
